@@ -1,0 +1,63 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "swift-avml",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "avml", targets: ["avml"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // CRC-32C with the CPU's instruction (SSE4.2 / ARMv8 CRC) and a table fallback.
+        .target(name: "CCRC32C"),
+        // Small libc calls Swift's Glibc module does not expose (sched_getaffinity).
+        .target(name: "CSystemShims"),
+        // On-disk formats: LiME and AVML records, Snappy (raw and framing), CRC-32C.
+        .target(
+            name: "ImageFormats",
+            dependencies: [
+                "CCRC32C",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // Where memory comes from: /proc/iomem, /proc/kcore, /dev/crash, /dev/mem, raw files.
+        .target(
+            name: "MemorySources",
+            dependencies: [
+                "ImageFormats",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // Turning blocks of memory into image files: acquire and convert.
+        .target(
+            name: "ImagePipeline",
+            dependencies: [
+                "ImageFormats",
+                "MemorySources",
+                "CSystemShims",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .executableTarget(
+            name: "avml",
+            dependencies: [
+                "ImagePipeline",
+                "MemorySources",
+                "ImageFormats",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        .testTarget(
+            name: "MemorySourcesTests",
+            dependencies: ["MemorySources"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

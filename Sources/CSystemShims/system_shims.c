@@ -1,0 +1,17 @@
+#define _GNU_SOURCE
+#include "system_shims.h"
+
+#include <sched.h>
+#include <unistd.h>
+
+int avml_available_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int count = CPU_COUNT(&set);
+        if (count > 0) {
+            return count;
+        }
+    }
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)online : 1;
+}

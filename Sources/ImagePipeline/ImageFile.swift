@@ -1,0 +1,133 @@
+import Glibc
+import ImageFormats
+import SystemPackage
+
+/// Where finished records go, in order: a file, standard output, or a network stream.
+public protocol ImageSink: AnyObject {
+    /// Writes all of `bytes` or throws.
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+}
+
+/// An image being written to a local file or to standard output.
+///
+/// Opened the way evidence must be: `O_NOFOLLOW` so a planted symlink cannot
+/// redirect memory elsewhere, mode 0600 (also forced on an existing file, so a
+/// world-readable file cannot receive the image), and removed again if the
+/// capture fails, so nothing half-written looks like a complete image.
+public final class ImageFile: ImageSink {
+    public let path: String
+    public let isStandardOutput: Bool
+    private let descriptor: FileDescriptor
+    private let identity: (device: UInt64, inode: UInt64)?
+    private var closed = false
+    /// Bytes written so far.
+    public private(set) var offset: UInt64 = 0
+
+    /// Paths that mean "write to standard output" (AVML's convention, and `-`).
+    public static func isStandardOutputPath(_ path: String) -> Bool {
+        path == "/dev/stdout" || path == "-"
+    }
+
+    /// Creates or truncates `path`, or takes standard output for `/dev/stdout` and `-`.
+    ///
+    /// - Throws: `OutputError` naming the path and errno; `ELOOP` means a symlink was refused.
+    public init(path: String) throws(OutputError) {
+        self.path = path
+        if Self.isStandardOutputPath(path) {
+            isStandardOutput = true
+            descriptor = .standardOutput
+            identity = nil
+            return
+        }
+        isStandardOutput = false
+        let flags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC
+        let fd = path.withCString { open($0, flags, mode_t(0o600)) }
+        guard fd >= 0 else { throw OutputError(.create, path: path, errno: Errno(rawValue: errno)) }
+        descriptor = FileDescriptor(rawValue: fd)
+        var info = stat()
+        if fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG {
+            identity = (UInt64(info.st_dev), UInt64(info.st_ino))
+            if info.st_mode & 0o7777 != 0o600 && fchmod(fd, 0o600) != 0 {
+                let failure = Errno(rawValue: errno)
+                _ = Glibc.close(fd)
+                throw OutputError(.create, path: path, errno: failure)
+            }
+        } else {
+            identity = nil  // a device or FIFO: written to, never removed
+        }
+    }
+
+    deinit {
+        if !closed && !isStandardOutput { try? descriptor.close() }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(OutputError) {
+        do {
+            _ = try descriptor.writeAll(bytes)
+        } catch {
+            throw OutputError(.write, path: path, errno: error as? Errno ?? .ioError, offset: offset)
+        }
+        offset += UInt64(bytes.count)
+    }
+
+    /// Writes `count` zero bytes (gaps between records in a raw image).
+    public func writeZeros(_ count: UInt64) throws(OutputError) {
+        var remaining = count
+        try withUnsafeTemporaryAllocation(byteCount: 1 << 16, alignment: 16) { (zeros) throws(OutputError) in
+            zeros.initializeMemory(as: UInt8.self, repeating: 0)
+            while remaining > 0 {
+                let step = Int(min(remaining, UInt64(zeros.count)))
+                try write(UnsafeRawBufferPointer(rebasing: zeros[..<step]))
+                remaining -= UInt64(step)
+            }
+        }
+    }
+
+    /// Whether `restart` can empty the destination: a regular file, not a pipe or terminal.
+    public var canRestart: Bool { identity != nil }
+
+    /// Empties the file so a capture can start over from another source.
+    /// - Returns: false when the destination cannot restart (standard output, a pipe).
+    public func restart() -> Bool {
+        if offset == 0 { return true }
+        guard identity != nil, ftruncate(descriptor.rawValue, 0) == 0, lseek(descriptor.rawValue, 0, SEEK_SET) == 0 else {
+            return false
+        }
+        offset = 0
+        return true
+    }
+
+    /// Flushes to stable storage and closes: a full disk can surface only here.
+    public func finish() throws(OutputError) {
+        guard !closed else { return }
+        closed = true
+        if isStandardOutput { return }
+        if identity != nil && fsync(descriptor.rawValue) != 0 {
+            let failure = Errno(rawValue: errno)
+            try? descriptor.close()
+            throw OutputError(.sync, path: path, errno: failure, offset: offset)
+        }
+        do {
+            try descriptor.close()
+        } catch {
+            throw OutputError(.sync, path: path, errno: error as? Errno ?? .ioError, offset: offset)
+        }
+    }
+
+    /// Closes and removes the incomplete file, if the path still names the file this
+    /// object created (never something swapped in under the same name).
+    public func discard() throws(OutputError) {
+        if !closed && !isStandardOutput {
+            closed = true
+            try? descriptor.close()
+        }
+        guard let identity else { return }
+        var info = stat()
+        guard lstat(path, &info) == 0, UInt64(info.st_dev) == identity.device, UInt64(info.st_ino) == identity.inode else {
+            return
+        }
+        if unlink(path) != 0 {
+            throw OutputError(.remove, path: path, errno: Errno(rawValue: errno))
+        }
+    }
+}

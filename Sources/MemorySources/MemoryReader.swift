@@ -1,0 +1,131 @@
+import Glibc
+import SystemPackage
+
+/// Reads physical memory by address.
+///
+/// Implementations translate an address to where the source keeps it (a file
+/// offset, a kcore segment) and honour the source's read rules (page-sized
+/// reads for /dev/crash).
+public protocol MemoryReader: AnyObject {
+    /// The path read from, for messages and the manifest.
+    var path: String { get }
+
+    /// Fills all of `buffer` with the memory starting at `address`.
+    /// - Throws: `SourceError`; `isUnreadablePage` tells a bad page from a bad source.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError)
+}
+
+/// A file or device read with `pread`, one call per request.
+final class PositionalFile {
+    let path: String
+    let descriptor: FileDescriptor
+
+    init(path: String) throws(SourceError) {
+        self.path = path
+        do {
+            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+        } catch {
+            throw SourceError(.open(error as? Errno ?? .ioError), path: path)
+        }
+    }
+
+    deinit {
+        try? descriptor.close()
+    }
+
+    /// Reads all of `buffer` at file `offset`, looping over short reads; `address` names it in errors.
+    func read(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, address: UInt64) throws(SourceError) {
+        var filled = 0
+        while filled < buffer.count {
+            let count: Int
+            do {
+                count = try descriptor.read(
+                    fromAbsoluteOffset: Int64(bitPattern: offset &+ UInt64(filled)),
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]),
+                    retryOnInterrupt: true)
+            } catch {
+                throw SourceError(.read(error as? Errno ?? .ioError, address: address + UInt64(filled), count: buffer.count - filled), path: path)
+            }
+            guard count > 0 else {
+                throw SourceError(.shortRead(address: address + UInt64(filled), count: buffer.count - filled), path: path)
+            }
+            filled += count
+        }
+    }
+
+    /// The size of a regular file (0 for devices and /proc files, which report none).
+    func size() -> UInt64 {
+        var info = stat()
+        guard fstat(descriptor.rawValue, &info) == 0 else { return 0 }
+        return UInt64(max(0, info.st_size))
+    }
+}
+
+/// Memory where file offset equals physical address: /dev/mem, or a raw
+/// memory file such as a hypervisor snapshot.
+public final class LinearMemoryReader: MemoryReader {
+    private let file: PositionalFile
+    public var path: String { file.path }
+
+    public init(path: String) throws(SourceError) {
+        file = try PositionalFile(path: path)
+    }
+
+    /// Size of the file, for raw memory files whose ranges are the whole file.
+    public var fileSize: UInt64 { file.size() }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
+        try file.read(into: buffer, offset: address, address: address)
+    }
+}
+
+extension PositionalFile {
+    /// Reads up to `count` bytes at `offset`, fewer at the end of the file.
+    func readBytes(_ count: Int, offset: UInt64) throws(SourceError) -> [UInt8] {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 8)
+        defer { buffer.deallocate() }
+        let got = try readAvailable(into: buffer, offset: offset)
+        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
+    }
+
+    private func readAvailable(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64) throws(SourceError) -> Int {
+        var filled = 0
+        while filled < buffer.count {
+            let count: Int
+            do {
+                count = try descriptor.read(
+                    fromAbsoluteOffset: Int64(bitPattern: offset &+ UInt64(filled)),
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]),
+                    retryOnInterrupt: true)
+            } catch {
+                throw SourceError(.read(error as? Errno ?? .ioError, address: offset, count: buffer.count), path: path)
+            }
+            if count == 0 { break }
+            filled += count
+        }
+        return filled
+    }
+}
+
+/// /dev/crash, the crash utility's driver: reads must stay within one page
+/// (the driver answers EINVAL otherwise), so every read is split at page boundaries.
+public final class CrashReader: MemoryReader {
+    static let pageSize: UInt64 = 4096
+    private let file: PositionalFile
+    public var path: String { file.path }
+
+    public init(path: String = "/dev/crash") throws(SourceError) {
+        file = try PositionalFile(path: path)
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
+        var done = 0
+        while done < buffer.count {
+            let current = address + UInt64(done)
+            let pageEnd = (current / Self.pageSize + 1) * Self.pageSize
+            let count = Int(min(UInt64(buffer.count - done), pageEnd - current))
+            try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count]), offset: current, address: current)
+            done += count
+        }
+    }
+}
