@@ -195,14 +195,23 @@ public final class ImageReader {
         }
     }
 
+    /// Checks the u64 after the stream against the stream's length. Padding or
+    /// skippable chunks may still follow the last data chunk; they belong to the stream.
     private func checkTrailer(record: ImageRecord, streamStart: UInt64) throws(ImageError) {
-        let streamLength = position - streamStart
-        let trailerOffset = position
-        let trailer = try take(8, what: "the compressed-size trailer", record: record.header)
-        let stored = UInt64(littleEndian: trailer.loadUnaligned(as: UInt64.self))
-        guard stored == streamLength else {
-            throw ImageError(
-                .trailerMismatch(stored: stored, actual: streamLength), path: path, offset: trailerOffset, record: record.header)
+        while true {
+            let streamLength = position - streamStart
+            let trailerOffset = position
+            let trailer = try take(8, what: "the compressed-size trailer", record: record.header)
+            let stored = UInt64(littleEndian: trailer.loadUnaligned(as: UInt64.self))
+            if stored == streamLength { return }
+            let type = trailer[0]
+            let chunkLength = UInt64(trailer[1]) | UInt64(trailer[2]) << 8 | UInt64(trailer[3]) << 16
+            position = trailerOffset
+            guard (0x80...0xfe).contains(type), chunkLength + 4 + 8 <= fileSize - position else {
+                throw ImageError(
+                    .trailerMismatch(stored: stored, actual: streamLength), path: path, offset: trailerOffset, record: record.header)
+            }
+            position += 4 + chunkLength
         }
     }
 

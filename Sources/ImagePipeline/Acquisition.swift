@@ -81,6 +81,8 @@ public struct Acquisition: Sendable {
     public var iomemPath: String?
     public var diskUsage: DiskUsageLimit
     public var threads: Int
+    /// Where each device is; tests point these at files to exercise fallback.
+    public var devicePaths: [MemoryDevice: String] = Dictionary(uniqueKeysWithValues: MemoryDevice.allCases.map { ($0, $0.rawValue) })
 
     public init(
         destination: String, compressed: Bool, source: SourceSpecification? = nil, iomemPath: String? = nil,
@@ -136,10 +138,10 @@ public struct Acquisition: Sendable {
             candidates = [source]
         } else if restart != nil {
             candidates = [.device(.crash), .device(.kcore), .device(.mem)]
-        } else if let probed = Self.probe() {
+        } else if let probed = probe() {
             candidates = [probed]
         } else {
-            throw AllSourcesFailed(failures: [MemoryDevice.kcore, .crash, .mem].map { (.device($0), Self.openError($0)) })
+            throw AllSourcesFailed(failures: [MemoryDevice.kcore, .crash, .mem].map { (.device($0), openError($0)) })
         }
         var failures: [(source: SourceSpecification, error: Error)] = []
         for candidate in candidates {
@@ -168,13 +170,13 @@ public struct Acquisition: Sendable {
         var ranges = planned
         switch specification {
         case .device(.kcore):
-            let kcore = try KCoreReader(path: MemoryDevice.kcore.rawValue, systemRAM: planned)
+            let kcore = try KCoreReader(path: path(of: .kcore), systemRAM: planned)
             ranges = kcore.readableRanges(of: planned)
             reader = kcore
         case .device(.crash):
-            reader = try CrashReader(path: MemoryDevice.crash.rawValue)
+            reader = try CrashReader(path: path(of: .crash))
         case .device(.mem):
-            reader = try LinearMemoryReader(path: MemoryDevice.mem.rawValue)
+            reader = try LinearMemoryReader(path: path(of: .mem))
         case .rawFile(let path):
             reader = try LinearMemoryReader(path: path)
         }
@@ -191,10 +193,14 @@ public struct Acquisition: Sendable {
             statistics: statistics, earlierFailures: [])
     }
 
+    private func path(of device: MemoryDevice) -> String {
+        devicePaths[device] ?? device.rawValue
+    }
+
     /// The first device that opens, in AVML's streaming order: kcore, crash, mem.
-    static func probe() -> SourceSpecification? {
+    private func probe() -> SourceSpecification? {
         for device in [MemoryDevice.kcore, .crash, .mem] {
-            let fd = open(device.rawValue, O_RDONLY | O_CLOEXEC)
+            let fd = open(path(of: device), O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { continue }
             var info = stat()
             let usable = device != .kcore || (fstat(fd, &info) == 0 && info.st_size > 0x2000)
@@ -204,12 +210,12 @@ public struct Acquisition: Sendable {
         return nil
     }
 
-    static func openError(_ device: MemoryDevice) -> Error {
-        let fd = open(device.rawValue, O_RDONLY | O_CLOEXEC)
+    private func openError(_ device: MemoryDevice) -> Error {
+        let fd = open(path(of: device), O_RDONLY | O_CLOEXEC)
         if fd >= 0 {
             close(fd)
-            return SourceError(.kcoreUnavailable("its size is 0x2000 bytes or less"), path: device.rawValue)
+            return SourceError(.kcoreUnavailable("its size is 0x2000 bytes or less"), path: path(of: device))
         }
-        return SourceError(.open(Errno(rawValue: errno)), path: device.rawValue)
+        return SourceError(.open(Errno(rawValue: errno)), path: path(of: device))
     }
 }

@@ -119,7 +119,7 @@ public enum KCore {
     /// that places the most segments exactly inside System RAM.
     static func directMapBase(_ segments: [KCoreSegment], systemRAM: [Range<UInt64>]) -> UInt64? {
         func inRAM(_ start: UInt64, _ size: UInt64) -> Bool {
-            systemRAM.contains { $0.lowerBound <= start && size <= $0.upperBound - start }
+            systemRAM.contains { $0.contains(start) && size <= $0.upperBound - start }
         }
         var best: (base: UInt64, score: Int)?
         for segment in segments {
@@ -178,8 +178,10 @@ public final class KCoreReader: MemoryReader {
     }
 
     /// The System RAM ranges kcore can provide.
+    /// Adjacent pieces are merged, so a RAM range that spans two segments is one range,
+    /// cut into blocks from its own start as if it came from /dev/mem.
     public func readableRanges(of systemRAM: [Range<UInt64>]) -> [Range<UInt64>] {
-        IOMem.intersect(systemRAM, with: mappings.map(\.physical))
+        IOMem.merge(IOMem.intersect(systemRAM, with: mappings.map(\.physical)))
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {

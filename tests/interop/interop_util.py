@@ -16,11 +16,11 @@ AVML v2 record:  <IIQQQ  magic 0x4C4D5641, version 2, start, end (inclusive), 0
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import random
 import struct
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -47,8 +47,18 @@ MAX_CHUNK_DATA = 65536
 # --------------------------------------------------------------------------
 
 
+def wait_for_binary(limit: float = 180) -> None:
+    """The binary may be briefly missing while it is rebuilt; wait for it."""
+    deadline = time.monotonic() + limit
+    while not os.access(AVML_BIN, os.X_OK):
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(f"avml binary {AVML_BIN} not found (set AVML_BIN)")
+        time.sleep(1)
+
+
 def run_avml(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the avml binary; returns the CompletedProcess (text mode)."""
+    wait_for_binary()
     return subprocess.run(
         [AVML_BIN, *[str(a) for a in args]],
         capture_output=True,

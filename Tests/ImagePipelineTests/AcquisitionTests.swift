@@ -1,0 +1,128 @@
+import Glibc
+import ImageFormats
+import MemorySources
+import Testing
+
+@testable import ImagePipeline
+
+/// A little-endian ELF64 core with one PT_LOAD per RAM range, data at 0x4000 onward.
+func kcoreImage(_ ram: [Range<UInt64>], memory: [UInt8]) -> [UInt8] {
+    func le(_ value: UInt64, _ width: Int) -> [UInt8] { (0..<width).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) } }
+    var header = [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1] + [UInt8](repeating: 0, count: 9)
+    header += le(4, 2) + le(62, 2) + le(1, 4) + le(0, 8) + le(64, 8) + le(0, 8) + le(0, 4) + le(64, 2) + le(56, 2)
+    header += le(UInt64(ram.count), 2) + le(0, 6)
+    var offset: UInt64 = 0x4000
+    var data: [UInt8] = []
+    for range in ram {
+        header += le(1, 4) + le(7, 4) + le(offset, 8) + le(0xffff_8880_0000_0000 + range.lowerBound, 8) + le(range.lowerBound, 8)
+        header += le(UInt64(range.count), 8) + le(UInt64(range.count), 8) + le(4096, 8)
+        data += memory[Int(range.lowerBound)..<Int(range.upperBound)]
+        offset += UInt64(range.count)
+    }
+    return header + [UInt8](repeating: 0, count: 0x4000 - header.count) + data
+}
+
+struct AcquisitionTests {
+    let directory = TemporaryDirectory()
+    static let memory = ImagePipelineTests.memory(0x40_0000, seed: 21)
+    static let ram: [Range<UInt64>] = [0x1000..<0x9f000, 0x10_0000..<0x30_0000]
+
+
+    func acquisition(crash: String?, kcore: String?, mem: String?, destination: String = "image.lime") -> Acquisition {
+        let iomem = directory.write("iomem", Array("00000000-00000fff : Reserved\n00001000-0009efff : System RAM\n000a0000-000fffff : PCI Bus\n00100000-002fffff : System RAM\n  00200000-0020ffff : Kernel code\n".utf8))
+        var acquisition = Acquisition(destination: directory[destination], compressed: false, iomemPath: iomem, threads: 2)
+        acquisition.devicePaths = [
+            .crash: crash ?? directory["no-crash"], .kcore: kcore ?? directory["no-kcore"], .mem: mem ?? directory["no-mem"],
+        ]
+        return acquisition
+    }
+
+    /// The LiME image of System RAM, built independently of the pipeline.
+    func expectedLiME() -> [UInt8] {
+        joined(
+            Self.ram.flatMap { range in
+                [RecordHeader(compressed: false, start: range.lowerBound, end: range.upperBound - 1).bytes,
+                 Array(Self.memory[Int(range.lowerBound)..<Int(range.upperBound)])]
+            })
+    }
+
+    @Test func fallsBackFromCrashToKCore() throws {
+        let kcore = directory.write("kcore", kcoreImage(Self.ram, memory: Self.memory))
+        let mem = directory.write("mem", Self.memory)
+        let result = try acquisition(crash: nil, kcore: kcore, mem: mem).run()
+        #expect(result.source == .device(.kcore))
+        #expect(result.earlierFailures.count == 1 && result.earlierFailures[0].hasPrefix("/dev/crash"))
+        #expect(result.plannedRanges == Self.ram && result.capturedRanges == Self.ram)
+        #expect(same(directory.read("image.lime"), expectedLiME()))
+    }
+
+    @Test func crashComesFirstAndCapturesPartialPages() throws {
+        let crash = directory.write("crash", Self.memory)
+        let result = try acquisition(crash: crash, kcore: nil, mem: nil).run()
+        #expect(result.source == .device(.crash))
+        #expect(same(directory.read("image.lime"), expectedLiME()))
+    }
+
+    @Test func aLockedDownKCoreFallsBackToMem() throws {
+        let kcore = directory.write("kcore", [])
+        let mem = directory.write("mem", Self.memory)
+        let result = try acquisition(crash: nil, kcore: kcore, mem: mem).run()
+        #expect(result.source == .device(.mem))
+        #expect(result.earlierFailures.count == 2)
+        #expect(result.earlierFailures[1].contains("locked down or unavailable"))
+        #expect(same(directory.read("image.lime"), expectedLiME()))
+    }
+
+    @Test func aSourceThatFailsMidwayIsTruncatedBeforeTheNext() throws {
+        // crash is too short: it fails after writing the first range; kcore then starts over.
+        let crash = directory.write("crash", Array(Self.memory.prefix(0x20_0000)))
+        let kcore = directory.write("kcore", kcoreImage(Self.ram, memory: Self.memory))
+        let result = try acquisition(crash: crash, kcore: kcore, mem: nil).run()
+        #expect(result.source == .device(.kcore))
+        #expect(same(directory.read("image.lime"), expectedLiME()))
+    }
+
+    @Test func whenEverySourceFailsEachErrorIsKeptInOrder() throws {
+        do {
+            _ = try acquisition(crash: nil, kcore: nil, mem: nil).run()
+            Issue.record("must fail")
+        } catch let error as AllSourcesFailed {
+            #expect(error.failures.map(\.source) == [.device(.crash), .device(.kcore), .device(.mem)])
+            #expect(error.description.contains("no-crash") && error.description.contains("no-mem"))
+        }
+        #expect(!directory.exists("image.lime"))
+    }
+
+    @Test func streamsProbeKCoreFirstAndNeverRestart() throws {
+        let crash = directory.write("crash", Self.memory)
+        let kcore = directory.write("kcore", kcoreImage(Self.ram, memory: Self.memory))
+        let sink = MemorySink()
+        let result = try acquisition(crash: crash, kcore: kcore, mem: nil).run(to: sink)
+        #expect(result.source == .device(.kcore))
+        #expect(same(sink.bytes, expectedLiME()))
+    }
+
+    @Test func diskUsageIsCheckedBeforeAnythingIsWritten() {
+        var limited = acquisition(crash: directory.write("crash", Self.memory), kcore: nil, mem: nil)
+        limited.diskUsage = DiskUsageLimit(maxMiB: 1)
+        #expect(throws: SourceError.self) { _ = try limited.run() }
+        #expect(!directory.exists("image.lime"))
+    }
+
+    @Test func aRawFileSourceCoversTheWholeFileWithoutIOMem() throws {
+        let raw = directory.write("snapshot.raw", Array(Self.memory.prefix(0x10_0000)))
+        var acquisition = Acquisition(destination: directory["out.avml"], compressed: true, source: .rawFile(raw), threads: 2)
+        acquisition.devicePaths = [:]
+        let result = try acquisition.run()
+        #expect(result.plannedRanges == [0..<0x10_0000])
+        _ = try Conversion(source: directory["out.avml"], sourceFormat: .limeCompressed, destination: directory["out.raw"], format: .raw, threads: 1).run()
+        #expect(same(directory.read("out.raw"), Array(Self.memory.prefix(0x10_0000))))
+    }
+
+    @Test func sourceArgumentsResolveToDevices() {
+        #expect(SourceSpecification(argument: "/dev/crash") == .device(.crash))
+        #expect(SourceSpecification(argument: "/proc/kcore") == .device(.kcore))
+        #expect(SourceSpecification(argument: "/dev/mem") == .device(.mem))
+        #expect(SourceSpecification(argument: "memory.raw") == .rawFile("memory.raw"))
+    }
+}
