@@ -5,7 +5,10 @@ let package = Package(
     name: "swift-avml",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "avml", targets: ["avml"])
+        .executable(name: "avml", targets: ["avml"]),
+        // Libraries for the fuzz package in Fuzz/.
+        .library(name: "ImageFormats", targets: ["ImageFormats"]),
+        .library(name: "MemorySources", targets: ["MemorySources"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -51,6 +54,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Times the Snappy codec for scripts/bench (not shipped).
+        .executableTarget(name: "avml-bench", dependencies: ["ImageFormats"]),
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
         .testTarget(
             name: "MemorySourcesTests",

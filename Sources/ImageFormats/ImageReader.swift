@@ -140,7 +140,8 @@ public final class ImageReader {
                 let target = direct ? UnsafeMutableRawBufferPointer(rebasing: destination[filled...]) : chunk
                 let produced = try decodeChunk(record: record, decoder: &decoder, into: target)
                 guard UInt64(produced) <= undecoded else {
-                    throw ImageError(.decodedTooMuch(declared: record.header.length), path: path, offset: position, record: record.header)
+                    throw ImageError(
+                        .decodedTooMuch(declared: record.header.length), path: path, offset: position, record: record.header)
                 }
                 undecoded -= UInt64(produced)
                 if direct { filled += produced } else { pending = 0..<produced }
@@ -209,7 +210,8 @@ public final class ImageReader {
             position = trailerOffset
             guard (0x80...0xfe).contains(type), chunkLength + 4 + 8 <= fileSize - position else {
                 throw ImageError(
-                    .trailerMismatch(stored: stored, actual: streamLength), path: path, offset: trailerOffset, record: record.header)
+                    .trailerMismatch(stored: stored, actual: streamLength), path: path, offset: trailerOffset,
+                    record: record.header)
             }
             position += 4 + chunkLength
         }
@@ -228,7 +230,8 @@ public final class ImageReader {
             bufferOffset = position
             bufferCount = 0
             let wanted = Int(min(UInt64(Self.bufferCapacity), fileSize - position))
-            bufferCount = try preadFully(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<wanted]), at: position, record: record)
+            bufferCount = try preadFully(
+                into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<wanted]), at: position, record: record)
             guard bufferCount >= count else {
                 throw ImageError(.truncated(what), path: path, offset: position, record: record)
             }
@@ -261,13 +264,16 @@ public final class ImageReader {
             let rest = UnsafeMutableRawBufferPointer(rebasing: destination[filled...])
             let got = try preadFully(into: rest, at: position + UInt64(filled), record: record.header)
             guard got == rest.count else {
-                throw ImageError(.truncated("record data"), path: path, offset: position + UInt64(filled + got), record: record.header)
+                throw ImageError(
+                    .truncated("record data"), path: path, offset: position + UInt64(filled + got), record: record.header)
             }
         }
         position += UInt64(destination.count)
     }
 
-    private func preadFully(into destination: UnsafeMutableRawBufferPointer, at offset: UInt64, record: RecordHeader?) throws(ImageError) -> Int {
+    private func preadFully(into destination: UnsafeMutableRawBufferPointer, at offset: UInt64, record: RecordHeader?)
+        throws(ImageError) -> Int
+    {
         var filled = 0
         while filled < destination.count {
             let count: Int

@@ -131,7 +131,8 @@ public enum Snappy {
                 if literalLength <= 16 && inputEnd - ip >= 16 && length - op >= 16 {
                     // Both buffers have slack: copy a fixed 16 bytes, cheaper than memcpy.
                     dst.storeBytes(of: src.loadUnaligned(fromByteOffset: ip, as: UInt64.self), toByteOffset: op, as: UInt64.self)
-                    dst.storeBytes(of: src.loadUnaligned(fromByteOffset: ip + 8, as: UInt64.self), toByteOffset: op + 8, as: UInt64.self)
+                    dst.storeBytes(
+                        of: src.loadUnaligned(fromByteOffset: ip + 8, as: UInt64.self), toByteOffset: op + 8, as: UInt64.self)
                 } else {
                     (dst + op).copyMemory(from: src + ip, byteCount: literalLength)
                 }
@@ -186,7 +187,8 @@ public enum Snappy {
             (dst + op).copyMemory(from: dst + from, byteCount: count)
         } else {
             for index in 0..<count {
-                dst.storeBytes(of: dst.load(fromByteOffset: from + index, as: UInt8.self), toByteOffset: op + index, as: UInt8.self)
+                dst.storeBytes(
+                    of: dst.load(fromByteOffset: from + index, as: UInt8.self), toByteOffset: op + index, as: UInt8.self)
             }
         }
     }
@@ -247,7 +249,9 @@ public final class SnappyCompressor {
         Int((bytes &* 0x1e35_a7bd) >> shift)
     }
 
-    private func compressFragment(_ input: UnsafeRawPointer, count: Int, output: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+    private func compressFragment(_ input: UnsafeRawPointer, count: Int, output: UnsafeMutableRawPointer)
+        -> UnsafeMutableRawPointer
+    {
         var op = output
         let inputEnd = input + count
         var nextEmit = input
@@ -306,14 +310,17 @@ public final class SnappyCompressor {
     private static func matchLength(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, limit: UnsafeRawPointer) -> Int {
         var matched = 0
         while limit - b - matched >= 8 {
-            let difference = a.loadUnaligned(fromByteOffset: matched, as: UInt64.self)
+            let difference =
+                a.loadUnaligned(fromByteOffset: matched, as: UInt64.self)
                 ^ b.loadUnaligned(fromByteOffset: matched, as: UInt64.self)
             if difference != 0 {
                 return matched + UInt64(littleEndian: difference).trailingZeroBitCount >> 3
             }
             matched += 8
         }
-        while b + matched < limit && a.load(fromByteOffset: matched, as: UInt8.self) == b.load(fromByteOffset: matched, as: UInt8.self) {
+        while b + matched < limit
+            && a.load(fromByteOffset: matched, as: UInt8.self) == b.load(fromByteOffset: matched, as: UInt8.self)
+        {
             matched += 1
         }
         return matched

@@ -46,7 +46,8 @@ public final class SnappyFrameEncoder {
     public func encode(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) -> Int {
         precondition(destination.count >= SnappyFraming.maxFramedLength(source.count), "framing output buffer too small")
         guard let dst = destination.baseAddress else { return 0 }
-        SnappyFraming.streamIdentifier.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        UnsafeMutableRawBufferPointer(rebasing: destination[..<SnappyFraming.streamIdentifier.count])
+            .copyBytes(from: SnappyFraming.streamIdentifier)
         var op = SnappyFraming.streamIdentifier.count
         var consumed = 0
         while consumed < source.count {
@@ -55,7 +56,9 @@ public final class SnappyFrameEncoder {
             let crc = CRC32C.masked(CRC32C.checksum(chunk))
             let bodyStart = op + SnappyFraming.chunkHeaderSize + 4
             let compressedSize = compressor.compress(
-                chunk, into: UnsafeMutableRawBufferPointer(rebasing: destination[bodyStart..<bodyStart + Snappy.maxCompressedLength(count)]))
+                chunk,
+                into: UnsafeMutableRawBufferPointer(
+                    rebasing: destination[bodyStart..<bodyStart + Snappy.maxCompressedLength(count)]))
             let type: UInt8
             let bodySize: Int
             if compressedSize < count - count / 8 {
@@ -64,7 +67,7 @@ public final class SnappyFrameEncoder {
             } else {
                 type = 0x01
                 bodySize = count
-                (dst + bodyStart).copyMemory(from: chunk.baseAddress!, byteCount: count)
+                UnsafeMutableRawBufferPointer(rebasing: destination[bodyStart..<bodyStart + count]).copyMemory(from: chunk)
             }
             let length = UInt32(bodySize + 4)
             dst.storeBytes(of: (UInt32(type) | length << 8).littleEndian, toByteOffset: op, as: UInt32.self)
@@ -113,7 +116,7 @@ public struct SnappyFrameDecoder {
                 guard data.count <= SnappyFraming.maxChunkData else {
                     throw .badChunkLength(type: type, length: body.count)
                 }
-                if let base = data.baseAddress { window.baseAddress!.copyMemory(from: base, byteCount: data.count) }
+                UnsafeMutableRawBufferPointer(rebasing: window[..<data.count]).copyMemory(from: data)
                 produced = data.count
             }
             let computed = CRC32C.masked(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: window[..<produced])))
@@ -156,7 +159,8 @@ extension SnappyFraming {
             guard length <= stream.count - bodyStart else { throw SnappyError.badChunkLength(type: type, length: length) }
             let produced = try stream.withUnsafeBytes { raw in
                 try chunk.withUnsafeMutableBytes { out in
-                    try decoder.decodeChunk(type: type, body: UnsafeRawBufferPointer(rebasing: raw[bodyStart..<bodyStart + length]), into: out)
+                    try decoder.decodeChunk(
+                        type: type, body: UnsafeRawBufferPointer(rebasing: raw[bodyStart..<bodyStart + length]), into: out)
                 }
             }
             guard produced <= limit - result.count else {

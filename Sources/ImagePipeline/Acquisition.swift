@@ -82,7 +82,8 @@ public struct Acquisition: Sendable {
     public var diskUsage: DiskUsageLimit
     public var threads: Int
     /// Where each device is; tests point these at files to exercise fallback.
-    public var devicePaths: [MemoryDevice: String] = Dictionary(uniqueKeysWithValues: MemoryDevice.allCases.map { ($0, $0.rawValue) })
+    public var devicePaths: [MemoryDevice: String] = Dictionary(
+        uniqueKeysWithValues: MemoryDevice.allCases.map { ($0, $0.rawValue) })
 
     public init(
         destination: String, compressed: Bool, source: SourceSpecification? = nil, iomemPath: String? = nil,
@@ -99,6 +100,7 @@ public struct Acquisition: Sendable {
     /// Captures memory into `destination`; on failure no image is left behind.
     ///
     /// - Parameter progress: memory bytes handled so far, and the total planned.
+    /// - Returns: what was captured, from which source.
     /// - Throws: `SourceError` (iomem, disk usage), `OutputError`, or `AllSourcesFailed`.
     public func run(progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) throws -> AcquisitionResult {
         let planned = try plannedRanges()

@@ -61,7 +61,11 @@ public struct RecordPipeline: Sendable {
 
     /// Runs `producer` to its end, writing records to `sink`.
     ///
-    /// - Parameter progress: called on the writer thread with the memory bytes handled so far.
+    /// - Parameters:
+    ///   - producer: the blocks, in output order.
+    ///   - sink: where records go.
+    ///   - progress: called on the writer thread with the memory bytes handled so far.
+    /// - Returns: counts of what was written and skipped.
     /// - Throws: the producer's error, else the sink's; on either, no further record is written.
     public func run<Producer: BlockProducer>(
         _ producer: inout Producer,

@@ -27,7 +27,10 @@ public struct DiskUsageLimit: Sendable, Equatable {
 
     /// Checks `estimate` against the limits for a file to be created at `destination`.
     ///
-    /// - Parameter filesystem: total and used bytes; by default from statvfs of the destination's directory.
+    /// - Parameters:
+    ///   - estimate: the image's worst-case size.
+    ///   - destination: the image's path; its directory's filesystem is the one checked.
+    ///   - filesystem: total and used bytes; by default from statvfs of the destination's directory.
     /// - Throws: `SourceError.diskUsage` with the estimate and the allowance.
     public func check(
         estimate: UInt64, destination: String,
@@ -36,7 +39,8 @@ public struct DiskUsageLimit: Sendable, Equatable {
         if let maxMiB {
             let allowed = maxMiB.multipliedReportingOverflow(by: 1 << 20).overflow ? UInt64.max : maxMiB << 20
             if estimate > allowed {
-                throw SourceError(.diskUsage(estimate: estimate, allowed: allowed, limit: "--max-disk-usage \(maxMiB)"), path: destination)
+                throw SourceError(
+                    .diskUsage(estimate: estimate, allowed: allowed, limit: "--max-disk-usage \(maxMiB)"), path: destination)
             }
         }
         if let maxPercentage {

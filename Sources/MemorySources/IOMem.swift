@@ -17,7 +17,10 @@ public enum IOMem {
 
     /// Parses every line of an iomem listing.
     ///
-    /// - Parameter path: named in errors.
+    /// - Parameters:
+    ///   - text: the listing.
+    ///   - path: named in errors.
+    /// - Returns: every resource line, in order.
     /// - Throws: `SourceError.badIOMemLine` for a line that is not `START-END : NAME`.
     public static func entries(_ text: String, path: String) throws(SourceError) -> [Entry] {
         var result: [Entry] = []

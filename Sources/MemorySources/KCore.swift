@@ -39,7 +39,10 @@ public enum KCore {
 
     /// Parses the ELF header and program headers, field by field.
     ///
-    /// - Parameter read: reads `count` bytes at a file offset.
+    /// - Parameters:
+    ///   - path: named in errors.
+    ///   - read: reads `count` bytes at a file offset (fewer at the end of the file).
+    /// - Returns: the PT_LOAD segments with a size, in file order.
     /// - Throws: `SourceError.badELF` for anything that is not a little-endian ELF with sane program headers.
     public static func segments(
         path: String, read: (_ offset: UInt64, _ count: Int) throws(SourceError) -> [UInt8]

@@ -44,7 +44,9 @@ final class PositionalFile {
                     into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]),
                     retryOnInterrupt: true)
             } catch {
-                throw SourceError(.read(error as? Errno ?? .ioError, address: address + UInt64(filled), count: buffer.count - filled), path: path)
+                throw SourceError(
+                    .read(error as? Errno ?? .ioError, address: address + UInt64(filled), count: buffer.count - filled),
+                    path: path)
             }
             guard count > 0 else {
                 throw SourceError(.shortRead(address: address + UInt64(filled), count: buffer.count - filled), path: path)
@@ -124,7 +126,8 @@ public final class CrashReader: MemoryReader {
             let current = address + UInt64(done)
             let pageEnd = (current / Self.pageSize + 1) * Self.pageSize
             let count = Int(min(UInt64(buffer.count - done), pageEnd - current))
-            try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count]), offset: current, address: current)
+            try file.read(
+                into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count]), offset: current, address: current)
             done += count
         }
     }

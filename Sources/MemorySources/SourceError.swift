@@ -73,7 +73,8 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
         case .badIOMemLine(let number, let text):
             return "\(name) line \(number) is not \"START-END : NAME\": \(escapedForLog(text))"
         case .diskUsage(let estimate, let allowed, let limit):
-            return "the image would need about \(estimate >> 20) MiB (\(estimate) bytes), more than the \(allowed >> 20) MiB (\(allowed) bytes) allowed by \(limit)"
+            return
+                "the image would need about \(estimate >> 20) MiB (\(estimate) bytes), more than the \(allowed >> 20) MiB (\(allowed) bytes) allowed by \(limit)"
         }
     }
 }

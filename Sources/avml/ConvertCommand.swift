@@ -23,7 +23,9 @@ extension AVML {
 
         func run() throws {
             do {
-                _ = try Conversion(source: src, sourceFormat: sourceFormat, destination: dst, format: format, threads: pipeline.threads).run()
+                _ = try Conversion(
+                    source: src, sourceFormat: sourceFormat, destination: dst, format: format, threads: pipeline.threads
+                ).run()
             } catch {
                 fail(error)
             }

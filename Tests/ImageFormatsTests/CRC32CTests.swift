@@ -3,20 +3,21 @@ import Testing
 @testable import ImageFormats
 
 struct CRC32CTests {
-    @Test(arguments: [
-        // The check value of the CRC-32C catalogue entry.
-        (Array("123456789".utf8), UInt32(0xE306_9283)),
-        // RFC 3720, B.4: 32 bytes of zeros.
-        ([UInt8](repeating: 0, count: 32), 0x8A91_36AA),
-        // RFC 3720, B.4: 32 bytes of 0xff.
-        ([UInt8](repeating: 0xff, count: 32), 0x62A8_AB43),
-        // RFC 3720, B.4: 32 incrementing bytes.
-        ((0..<32).map { UInt8($0) }, 0x46DD_794E),
-        // RFC 3720, B.4: 32 decrementing bytes.
-        ((0..<32).map { UInt8(31 - $0) }, 0x113F_DB5C),
-        // Nothing at all.
-        ([], 0),
-    ] as [([UInt8], UInt32)])
+    @Test(
+        arguments: [
+            // The check value of the CRC-32C catalogue entry.
+            (Array("123456789".utf8), UInt32(0xE306_9283)),
+            // RFC 3720, B.4: 32 bytes of zeros.
+            ([UInt8](repeating: 0, count: 32), 0x8A91_36AA),
+            // RFC 3720, B.4: 32 bytes of 0xff.
+            ([UInt8](repeating: 0xff, count: 32), 0x62A8_AB43),
+            // RFC 3720, B.4: 32 incrementing bytes.
+            ((0..<32).map { UInt8($0) }, 0x46DD_794E),
+            // RFC 3720, B.4: 32 decrementing bytes.
+            ((0..<32).map { UInt8(31 - $0) }, 0x113F_DB5C),
+            // Nothing at all.
+            ([], 0),
+        ] as [([UInt8], UInt32)])
     func knownVectors(bytes: [UInt8], expected: UInt32) {
         #expect(bytes.withUnsafeBytes { CRC32C.checksum($0) } == expected)
         #expect(bytes.withUnsafeBytes { CRC32C.portableChecksum($0) } == expected)

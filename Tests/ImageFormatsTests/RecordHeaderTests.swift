@@ -42,7 +42,8 @@ struct RecordHeaderTests {
 
     @Test func rejectsARecordCoveringEveryAddress() {
         var bytes = Self.limeBytes
-        bytes.replaceSubrange(8..<32, with: [UInt8](repeating: 0, count: 8) + [UInt8](repeating: 0xff, count: 8) + [UInt8](repeating: 0, count: 8))
+        bytes.replaceSubrange(
+            8..<32, with: [UInt8](repeating: 0, count: 8) + [UInt8](repeating: 0xff, count: 8) + [UInt8](repeating: 0, count: 8))
         #expect(throws: RecordHeaderError.endBeforeStart(start: 0, end: UInt64.max)) { try RecordHeader.decode(bytes) }
     }
 

@@ -38,26 +38,27 @@ enum Samples {
 }
 
 struct SnappyBlockTests {
-    @Test(arguments: [
-        // Empty input: just the length varint.
-        [UInt8](),
-        // Shorter than the 15-byte margin: one literal.
-        Array("short".utf8),
-        // Exactly at and around the margin.
-        Samples.text(15), Samples.text(16), Samples.text(17),
-        // A 61-byte literal needs one extra length byte.
-        Samples.random(61, seed: 1),
-        // Long literals need two and three extra length bytes.
-        Samples.random(300, seed: 2), Samples.random(70_000, seed: 3),
-        // A run of one byte: copies that overlap their own output.
-        [UInt8](repeating: 0x41, count: 5000),
-        // A zero page and a whole fragment of zeros.
-        [UInt8](repeating: 0, count: 4096), [UInt8](repeating: 0, count: 65536),
-        // Text and pointers: copies with short and long offsets.
-        Samples.text(100_000), Samples.pointers(200_000),
-        // Repeats 3000 bytes apart: copies with 2-byte offsets.
-        Array((Samples.random(3000, seed: 4) + Samples.random(100, seed: 5) + Samples.random(3000, seed: 4)).prefix(6100)),
-    ] as [[UInt8]])
+    @Test(
+        arguments: [
+            // Empty input: just the length varint.
+            [UInt8](),
+            // Shorter than the 15-byte margin: one literal.
+            Array("short".utf8),
+            // Exactly at and around the margin.
+            Samples.text(15), Samples.text(16), Samples.text(17),
+            // A 61-byte literal needs one extra length byte.
+            Samples.random(61, seed: 1),
+            // Long literals need two and three extra length bytes.
+            Samples.random(300, seed: 2), Samples.random(70_000, seed: 3),
+            // A run of one byte: copies that overlap their own output.
+            [UInt8](repeating: 0x41, count: 5000),
+            // A zero page and a whole fragment of zeros.
+            [UInt8](repeating: 0, count: 4096), [UInt8](repeating: 0, count: 65536),
+            // Text and pointers: copies with short and long offsets.
+            Samples.text(100_000), Samples.pointers(200_000),
+            // Repeats 3000 bytes apart: copies with 2-byte offsets.
+            Array((Samples.random(3000, seed: 4) + Samples.random(100, seed: 5) + Samples.random(3000, seed: 4)).prefix(6100)),
+        ] as [[UInt8]])
     func roundTrip(data: [UInt8]) throws {
         let compressed = Snappy.compress(data)
         #expect(compressed.count <= Snappy.maxCompressedLength(data.count))
@@ -78,28 +79,29 @@ struct SnappyBlockTests {
         #expect(try Snappy.decompress(block) == expected)
     }
 
-    @Test(arguments: [
-        // No varint at all.
-        ([], SnappyError.badLengthPrefix),
-        // A varint that never ends.
-        ([0x80, 0x80, 0x80, 0x80, 0x80, 0x01], .badLengthPrefix),
-        // Declares 5 bytes, holds a 1-byte literal whose byte is missing.
-        ([0x05, 0x00], .truncatedElement(at: 1)),
-        // Declares 2 bytes, literal of 3.
-        ([0x02, 0x08, 0x61, 0x62, 0x63], .outputOverrun(at: 1)),
-        // Declares 4 bytes, literal of 1: output short.
-        ([0x04, 0x00, 0x61], .outputShort(declared: 4, produced: 1)),
-        // Copy with offset 0.
-        ([0x05, 0x00, 0x61, 0x01, 0x00], .badCopyOffset(offset: 0, at: 3)),
-        // Copy reaching before the start of the output.
-        ([0x06, 0x00, 0x61, 0x05, 0x02], .badCopyOffset(offset: 2, at: 3)),
-        // 2-byte-offset copy cut short.
-        ([0x06, 0x00, 0x61, 0x0a, 0x01], .truncatedElement(at: 3)),
-        // 4-byte-offset copy cut short.
-        ([0x06, 0x00, 0x61, 0x0b, 0x01, 0x00], .truncatedElement(at: 3)),
-        // Literal whose 2-byte length is cut short.
-        ([0x40, 0xf4, 0x3f], .truncatedElement(at: 1)),
-    ] as [([UInt8], SnappyError)])
+    @Test(
+        arguments: [
+            // No varint at all.
+            ([], SnappyError.badLengthPrefix),
+            // A varint that never ends.
+            ([0x80, 0x80, 0x80, 0x80, 0x80, 0x01], .badLengthPrefix),
+            // Declares 5 bytes, holds a 1-byte literal whose byte is missing.
+            ([0x05, 0x00], .truncatedElement(at: 1)),
+            // Declares 2 bytes, literal of 3.
+            ([0x02, 0x08, 0x61, 0x62, 0x63], .outputOverrun(at: 1)),
+            // Declares 4 bytes, literal of 1: output short.
+            ([0x04, 0x00, 0x61], .outputShort(declared: 4, produced: 1)),
+            // Copy with offset 0.
+            ([0x05, 0x00, 0x61, 0x01, 0x00], .badCopyOffset(offset: 0, at: 3)),
+            // Copy reaching before the start of the output.
+            ([0x06, 0x00, 0x61, 0x05, 0x02], .badCopyOffset(offset: 2, at: 3)),
+            // 2-byte-offset copy cut short.
+            ([0x06, 0x00, 0x61, 0x0a, 0x01], .truncatedElement(at: 3)),
+            // 4-byte-offset copy cut short.
+            ([0x06, 0x00, 0x61, 0x0b, 0x01, 0x00], .truncatedElement(at: 3)),
+            // Literal whose 2-byte length is cut short.
+            ([0x40, 0xf4, 0x3f], .truncatedElement(at: 1)),
+        ] as [([UInt8], SnappyError)])
     func rejectsMalformedBlocks(block: [UInt8], expected: SnappyError) {
         #expect(throws: expected) { try Snappy.decompress(block) }
     }
@@ -152,7 +154,8 @@ struct SnappyFramingTests {
     static let hello = SnappyFraming.encode(Array("hello, framing".utf8))
 
     @Test func skipsPaddingSkippableChunksAndRepeatedIdentifiers() throws {
-        let stream = SnappyFraming.streamIdentifier + [0xfe, 0x03, 0x00, 0x00, 1, 2, 3] + [0x80, 0x01, 0x00, 0x00, 9]
+        let stream =
+            SnappyFraming.streamIdentifier + [0xfe, 0x03, 0x00, 0x00, 1, 2, 3] + [0x80, 0x01, 0x00, 0x00, 9]
             + Array(Self.hello.dropFirst(10)) + Self.hello
         #expect(try SnappyFraming.decode(stream) == Array("hello, framinghello, framing".utf8))
     }
@@ -187,7 +190,8 @@ struct SnappyFramingTests {
         let body = [UInt8](repeating: 7, count: 65537)
         var crc = CRC32C.masked(CRC32C.checksum(body))
         let length = body.count + 4
-        let chunk: [UInt8] = [0x01, UInt8(length & 0xff), UInt8(length >> 8 & 0xff), UInt8(length >> 16)]
+        let chunk: [UInt8] =
+            [0x01, UInt8(length & 0xff), UInt8(length >> 8 & 0xff), UInt8(length >> 16)]
             + withUnsafeBytes(of: &crc) { Array($0) } + body
         #expect(throws: SnappyError.badChunkLength(type: 1, length: length)) {
             try SnappyFraming.decode(SnappyFraming.streamIdentifier + chunk)

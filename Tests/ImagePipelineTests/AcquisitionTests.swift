@@ -27,9 +27,12 @@ struct AcquisitionTests {
     static let memory = ImagePipelineTests.memory(0x40_0000, seed: 21)
     static let ram: [Range<UInt64>] = [0x1000..<0x9f000, 0x10_0000..<0x30_0000]
 
-
     func acquisition(crash: String?, kcore: String?, mem: String?, destination: String = "image.lime") -> Acquisition {
-        let iomem = directory.write("iomem", Array("00000000-00000fff : Reserved\n00001000-0009efff : System RAM\n000a0000-000fffff : PCI Bus\n00100000-002fffff : System RAM\n  00200000-0020ffff : Kernel code\n".utf8))
+        let iomem = directory.write(
+            "iomem",
+            Array(
+                "00000000-00000fff : Reserved\n00001000-0009efff : System RAM\n000a0000-000fffff : PCI Bus\n00100000-002fffff : System RAM\n  00200000-0020ffff : Kernel code\n"
+                    .utf8))
         var acquisition = Acquisition(destination: directory[destination], compressed: false, iomemPath: iomem, threads: 2)
         acquisition.devicePaths = [
             .crash: crash ?? directory["no-crash"], .kcore: kcore ?? directory["no-kcore"], .mem: mem ?? directory["no-mem"],
@@ -41,8 +44,10 @@ struct AcquisitionTests {
     func expectedLiME() -> [UInt8] {
         joined(
             Self.ram.flatMap { range in
-                [RecordHeader(compressed: false, start: range.lowerBound, end: range.upperBound - 1).bytes,
-                 Array(Self.memory[Int(range.lowerBound)..<Int(range.upperBound)])]
+                [
+                    RecordHeader(compressed: false, start: range.lowerBound, end: range.upperBound - 1).bytes,
+                    Array(Self.memory[Int(range.lowerBound)..<Int(range.upperBound)]),
+                ]
             })
     }
 
@@ -115,7 +120,10 @@ struct AcquisitionTests {
         acquisition.devicePaths = [:]
         let result = try acquisition.run()
         #expect(result.plannedRanges == [0..<0x10_0000])
-        _ = try Conversion(source: directory["out.avml"], sourceFormat: .limeCompressed, destination: directory["out.raw"], format: .raw, threads: 1).run()
+        _ = try Conversion(
+            source: directory["out.avml"], sourceFormat: .limeCompressed, destination: directory["out.raw"], format: .raw,
+            threads: 1
+        ).run()
         #expect(same(directory.read("out.raw"), Array(Self.memory.prefix(0x10_0000))))
     }
 

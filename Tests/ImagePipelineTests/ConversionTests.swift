@@ -16,7 +16,9 @@ struct ConversionTests {
     }
 
     func convert(_ source: String, _ from: ImageFormat, _ destination: String, _ to: ImageFormat, threads: Int = 2) throws {
-        _ = try Conversion(source: directory[source], sourceFormat: from, destination: directory[destination], format: to, threads: threads).run()
+        _ = try Conversion(
+            source: directory[source], sourceFormat: from, destination: directory[destination], format: to, threads: threads
+        ).run()
     }
 
     @Test func rawToLiMEFollowsAVMLsBlockRules() throws {
@@ -53,7 +55,9 @@ struct ConversionTests {
     @Test func liMEToCompressedRecutsLargeRecordsAt16MiB() throws {
         // One LiME record of 40 MiB at 1 MiB, the middle 16 MiB of its blocks zero.
         let body = joined([memory(block, seed: 4), [UInt8](repeating: 0, count: block), memory(8 << 20, seed: 5)])
-        directory.write("big.lime", joined([RecordHeader(compressed: false, start: 1 << 20, end: (1 << 20) + UInt64(body.count) - 1).bytes, body]))
+        directory.write(
+            "big.lime",
+            joined([RecordHeader(compressed: false, start: 1 << 20, end: (1 << 20) + UInt64(body.count) - 1).bytes, body]))
         try convert("big.lime", .lime, "big.avml", .limeCompressed)
         let reader = try ImageReader(path: directory["big.avml"])
         var starts: [UInt64] = []

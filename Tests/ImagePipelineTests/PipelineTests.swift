@@ -43,7 +43,9 @@ struct PipelineTests {
         _ = try RecordPipeline(compressed: false, threads: 2).run(&producer, to: sink)
         #expect(producer.unreadable == [0x3000..<0x5000, 0x28000..<0x29000])
         var expected = Array(bytes[0x1000..<0x3f800])
-        for page in [3, 4, 40] { expected.replaceSubrange(page * 4096 - 0x1000..<page * 4096, with: [UInt8](repeating: 0, count: 4096)) }
+        for page in [3, 4, 40] {
+            expected.replaceSubrange(page * 4096 - 0x1000..<page * 4096, with: [UInt8](repeating: 0, count: 4096))
+        }
         #expect(same(Array(sink.bytes.dropFirst(32)), expected))
         // The last, partial page is read too.
         #expect(reader.reads.contains { $0.0 == 0x3f000 && $0.1 == 0x800 })
@@ -52,12 +54,15 @@ struct PipelineTests {
     @Test func aPermissionErrorFailsTheSource() {
         let reader = FaultyMemory(memory(8 * 4096, seed: 14), failingPages: [2], errno: .notPermitted)
         var producer = MemoryBlockProducer(reader: reader, ranges: [0..<0x8000])
-        #expect(throws: SourceError.self) { _ = try RecordPipeline(compressed: false, threads: 1).run(&producer, to: MemorySink()) }
+        #expect(throws: SourceError.self) {
+            _ = try RecordPipeline(compressed: false, threads: 1).run(&producer, to: MemorySink())
+        }
     }
 
     @Test func rangesAreCutIntoBlocksFromTheirOwnStart() throws {
         let bytes = memory(3 * block, seed: 15)
-        var producer = MemoryBlockProducer(reader: FaultyMemory(bytes, failingPages: []), ranges: [0x1000..<UInt64(2 * block + 0x3000)])
+        var producer = MemoryBlockProducer(
+            reader: FaultyMemory(bytes, failingPages: []), ranges: [0x1000..<UInt64(2 * block + 0x3000)])
         var starts: [UInt64] = []
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: block, alignment: 16)
         defer { buffer.deallocate() }

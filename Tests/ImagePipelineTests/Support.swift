@@ -26,8 +26,8 @@ final class TemporaryDirectory {
         let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         var offset = 0
         bytes.withUnsafeBytes { raw in
-            while offset < raw.count {
-                let written = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+            while offset < raw.count, let base = raw.baseAddress {
+                let written = Glibc.write(fd, base + offset, raw.count - offset)
                 guard written > 0 else { break }
                 offset += written
             }
@@ -106,7 +106,10 @@ func joined(_ parts: [[UInt8]]) -> [UInt8] {
     return [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
         var offset = 0
         for part in parts {
-            part.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset..<offset + part.count]).copyMemory(from: $0) }
+            part.withUnsafeBytes {
+                UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset..<offset + part.count])
+                    .copyMemory(from: $0)
+            }
             offset += part.count
         }
         initialized = total
@@ -168,10 +171,11 @@ final class MemorySink: ImageSink {
         if let failAfter, count + data.count > failAfter {
             throw OutputError(.write, path: "memory-sink", errno: .noSpace, offset: UInt64(count))
         }
-        parts.append([UInt8](unsafeUninitializedCapacity: data.count) { buffer, initialized in
-            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: data)
-            initialized = data.count
-        })
+        parts.append(
+            [UInt8](unsafeUninitializedCapacity: data.count) { buffer, initialized in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: data)
+                initialized = data.count
+            })
         count += data.count
     }
 }

@@ -20,17 +20,18 @@ struct DiskUsageTests {
         }
     }
 
-    @Test(arguments: [
-        // Well below the limit.
-        (UInt64(10), UInt64(1000), UInt64(0), 10.0, true),
-        // Exactly at the limit.
-        (1, 1000, 99, 10.0, true),
-        // The disk is already past the limit.
-        (1, 1000, 910, 10.0, false),
-        // A fraction of a percent.
-        (100, 1_000_000, 0, 0.01, true),
-        (101, 1_000_000, 0, 0.01, false),
-    ] as [(UInt64, UInt64, UInt64, Double, Bool)])
+    @Test(
+        arguments: [
+            // Well below the limit.
+            (UInt64(10), UInt64(1000), UInt64(0), 10.0, true),
+            // Exactly at the limit.
+            (1, 1000, 99, 10.0, true),
+            // The disk is already past the limit.
+            (1, 1000, 910, 10.0, false),
+            // A fraction of a percent.
+            (100, 1_000_000, 0, 0.01, true),
+            (101, 1_000_000, 0, 0.01, false),
+        ] as [(UInt64, UInt64, UInt64, Double, Bool)])
     func percentageCountsWhatIsAlreadyUsed(estimate: UInt64, total: UInt64, used: UInt64, percent: Double, fits: Bool) {
         let limit = DiskUsageLimit(maxPercentage: percent)
         let check = {

@@ -11,12 +11,17 @@ func fixture(_ name: String) throws -> String {
 struct IOMemTests {
     @Test func readsTopLevelRAMWithInclusiveEnds() throws {
         // 00001000-0009fbff, 00100000-3ffeffff and 100000000-19fffffff are System RAM.
-        #expect(try IOMem.systemRAM(fixture("avml-iomem")) == [0x1000..<0x9fc00, 0x10_0000..<0x3fff_0000, 0x1_0000_0000..<0x1_a000_0000])
+        #expect(
+            try IOMem.systemRAM(fixture("avml-iomem")) == [
+                0x1000..<0x9fc00, 0x10_0000..<0x3fff_0000, 0x1_0000_0000..<0x1_a000_0000,
+            ])
     }
 
     @Test func readsAFirecrackerGuest() throws {
         #expect(
-            try IOMem.systemRAM(fixture("firecracker-vm")) == [0x1000..<0x9fc00, 0x10_0000..<0xc000_0000, 0x1_0000_0000..<0x6_4000_0000])
+            try IOMem.systemRAM(fixture("firecracker-vm")) == [
+                0x1000..<0x9fc00, 0x10_0000..<0xc000_0000, 0x1_0000_0000..<0x6_4000_0000,
+            ])
     }
 
     @Test func mergesAdjacentRangesAndKeepsNestedRAMInside() throws {
@@ -70,14 +75,15 @@ struct IOMemTests {
         }
     }
 
-    @Test(arguments: [
-        // No separator.
-        ("00001000-0009ffff System RAM", 1),
-        // Not hex.
-        ("00001000-0009ffff : System RAM\n0000zz00-0009ffff : System RAM", 2),
-        // End before start.
-        ("00002000-00001000 : System RAM", 1),
-    ] as [(String, Int)])
+    @Test(
+        arguments: [
+            // No separator.
+            ("00001000-0009ffff System RAM", 1),
+            // Not hex.
+            ("00001000-0009ffff : System RAM\n0000zz00-0009ffff : System RAM", 2),
+            // End before start.
+            ("00002000-00001000 : System RAM", 1),
+        ] as [(String, Int)])
     func namesTheBadLine(text: String, line: Int) {
         do {
             _ = try IOMem.systemRAM(text, path: "saved-iomem")

@@ -81,7 +81,10 @@ struct KCoreTests {
         let segments = try parse(builder.bytes())
         #expect(segments.count == 2)
         #expect(segments[0].physicalAddress == nil)
-        #expect(KCore.mappings(segments, systemRAM: [0x1000..<0x9fc00]) == [KCoreMapping(physical: 0x1000..<0x9f000, fileOffset: 0x4000)])
+        #expect(
+            KCore.mappings(segments, systemRAM: [0x1000..<0x9fc00]) == [
+                KCoreMapping(physical: 0x1000..<0x9f000, fileOffset: 0x4000)
+            ])
     }
 
     @Test func readsELF32WithAWidenedSentinel() throws {
@@ -121,14 +124,15 @@ struct KCoreTests {
         #expect(IOMem.intersect(ram, with: mappings.map(\.physical)) == ram)
     }
 
-    @Test(arguments: [
-        // Not ELF.
-        [UInt8](repeating: 0, count: 64),
-        // Big-endian.
-        [0x7f, 0x45, 0x4c, 0x46, 2, 2] + [UInt8](repeating: 0, count: 58),
-        // Truncated.
-        [0x7f, 0x45, 0x4c, 0x46, 2, 1],
-    ] as [[UInt8]])
+    @Test(
+        arguments: [
+            // Not ELF.
+            [UInt8](repeating: 0, count: 64),
+            // Big-endian.
+            [0x7f, 0x45, 0x4c, 0x46, 2, 2] + [UInt8](repeating: 0, count: 58),
+            // Truncated.
+            [0x7f, 0x45, 0x4c, 0x46, 2, 1],
+        ] as [[UInt8]])
     func rejectsBadHeaders(bytes: [UInt8]) {
         #expect(throws: SourceError.self) { try parse(bytes) }
     }
