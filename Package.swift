@@ -13,6 +13,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // CRC-32C with the CPU's instruction (SSE4.2 / ARMv8 CRC) and a table fallback.
@@ -42,6 +43,7 @@ let package = Package(
                 "ImageFormats",
                 "MemorySources",
                 "CSystemShims",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),

@@ -73,11 +73,16 @@ public struct MemoryBlockProducer: BlockProducer {
 /// as AVML does when compressing an image.
 public struct ImageBlockProducer: BlockProducer {
     private let reader: ImageReader
+    private let progress: (@Sendable (UInt64, UInt64) -> Void)?
     private var next: UInt64 = 0
     private var remaining: UInt64 = 0
 
-    public init(reader: ImageReader) {
+    /// - Parameters:
+    ///   - reader: the image, positioned at its start.
+    ///   - progress: file bytes read so far, and the file's size.
+    public init(reader: ImageReader, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) {
         self.reader = reader
+        self.progress = progress
     }
 
     public mutating func nextBlock(into buffer: UnsafeMutableRawBufferPointer) throws -> ProducedBlock? {
@@ -89,6 +94,7 @@ public struct ImageBlockProducer: BlockProducer {
         let count = Int(min(UInt64(RecordPipeline.blockSize), remaining, UInt64(buffer.count)))
         let read = try reader.readBody(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
         precondition(read == count, "record bodies fill the buffer until the record ends")
+        progress?(reader.position, reader.fileSize)
         let produced = ProducedBlock(start: next, count: count)
         next &+= UInt64(count)
         remaining -= UInt64(count)
