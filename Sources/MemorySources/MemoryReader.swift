@@ -112,7 +112,6 @@ extension PositionalFile {
 /// /dev/crash, the crash utility's driver: reads must stay within one page
 /// (the driver answers EINVAL otherwise), so every read is split at page boundaries.
 public final class CrashReader: MemoryReader {
-    static let pageSize: UInt64 = 4096
     private let file: PositionalFile
     public var path: String { file.path }
 
@@ -121,14 +120,32 @@ public final class CrashReader: MemoryReader {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
-        var done = 0
-        while done < buffer.count {
-            let current = address + UInt64(done)
-            let pageEnd = (current / Self.pageSize + 1) * Self.pageSize
-            let count = Int(min(UInt64(buffer.count - done), pageEnd - current))
-            try file.read(
-                into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count]), offset: current, address: current)
-            done += count
+        for span in PageSpans(address: address, count: buffer.count) {
+            let current = address + UInt64(span.lowerBound)
+            try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[span]), offset: current, address: current)
         }
+    }
+}
+
+/// Splits `count` bytes at `address` into pieces that never cross a 4 KiB page
+/// boundary, as offsets into the request; the first and last may be partial pages.
+public struct PageSpans: Sequence, IteratorProtocol {
+    static let pageSize: UInt64 = 4096
+    private let address: UInt64
+    private let count: Int
+    private var done = 0
+
+    public init(address: UInt64, count: Int) {
+        self.address = address
+        self.count = count
+    }
+
+    public mutating func next() -> Range<Int>? {
+        guard done < count else { return nil }
+        let current = address + UInt64(done)
+        let pageEnd = (current / Self.pageSize + 1) * Self.pageSize
+        let length = Int(Swift.min(UInt64(count - done), pageEnd - current))
+        defer { done += length }
+        return done..<done + length
     }
 }

@@ -197,3 +197,26 @@ struct KCoreReaderTests {
         }
     }
 }
+
+struct PageSpanTests {
+    @Test(
+        arguments: [
+            // Aligned whole pages.
+            (UInt64(0x1000), 0x3000, [0..<0x1000, 0x1000..<0x2000, 0x2000..<0x3000]),
+            // Starting mid-page, ending mid-page: partial first and last pieces.
+            (0x1800, 0x1000, [0..<0x800, 0x800..<0x1000]),
+            // Inside one page.
+            (0x2010, 0x20, [0..<0x20]),
+            // The partial last page of a range like 0x1000-0x9fbff.
+            (0x9f000, 0xc00, [0..<0xc00]),
+        ] as [(UInt64, Int, [Range<Int>])])
+    func neverCrossAPageBoundary(address: UInt64, count: Int, expected: [Range<Int>]) {
+        let spans = Array(PageSpans(address: address, count: count))
+        #expect(spans == expected)
+        for span in spans {
+            let first: UInt64 = address + UInt64(span.lowerBound)
+            let last: UInt64 = first + UInt64(span.count) - 1
+            #expect(first / 4096 == last / 4096)
+        }
+    }
+}
