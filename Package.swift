@@ -58,13 +58,14 @@ let package = Package(
         ),
         // Times the Snappy codec for scripts/bench (not shipped).
         .executableTarget(name: "avml-bench", dependencies: ["ImageFormats"]),
-        .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "TestSupport"]),
         .testTarget(
             name: "MemorySourcesTests",
-            dependencies: ["MemorySources"],
+            dependencies: ["MemorySources", "TestSupport"],
             resources: [.copy("Fixtures")]
         ),
-        .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources"]),
+        .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -33,8 +33,26 @@ final class PositionalFile {
         try? descriptor.close()
     }
 
-    /// Reads all of `buffer` at file `offset`, looping over short reads; `address` names it in errors.
+    /// Reads all of `buffer` at file `offset`; `address` names the memory in errors.
     func read(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, address: UInt64) throws(SourceError) {
+        let got = try readAvailable(into: buffer, offset: offset, address: address)
+        guard got == buffer.count else {
+            throw SourceError(.shortRead(address: address + UInt64(got), count: buffer.count - got), path: path)
+        }
+    }
+
+    /// Reads up to `count` bytes at `offset`, fewer at the end of the file.
+    func readBytes(_ count: Int, offset: UInt64) throws(SourceError) -> [UInt8] {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 8)
+        defer { buffer.deallocate() }
+        let got = try readAvailable(into: buffer, offset: offset, address: offset)
+        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
+    }
+
+    /// pread until `buffer` is full or the file ends, retrying short reads and EINTR.
+    private func readAvailable(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, address: UInt64) throws(SourceError)
+        -> Int
+    {
         var filled = 0
         while filled < buffer.count {
             let count: Int
@@ -48,11 +66,10 @@ final class PositionalFile {
                     .read(error as? Errno ?? .ioError, address: address + UInt64(filled), count: buffer.count - filled),
                     path: path)
             }
-            guard count > 0 else {
-                throw SourceError(.shortRead(address: address + UInt64(filled), count: buffer.count - filled), path: path)
-            }
+            if count == 0 { break }
             filled += count
         }
+        return filled
     }
 
     /// The size of a regular file (0 for devices and /proc files, which report none).
@@ -78,34 +95,6 @@ public final class LinearMemoryReader: MemoryReader {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
         try file.read(into: buffer, offset: address, address: address)
-    }
-}
-
-extension PositionalFile {
-    /// Reads up to `count` bytes at `offset`, fewer at the end of the file.
-    func readBytes(_ count: Int, offset: UInt64) throws(SourceError) -> [UInt8] {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 8)
-        defer { buffer.deallocate() }
-        let got = try readAvailable(into: buffer, offset: offset)
-        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
-    }
-
-    private func readAvailable(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64) throws(SourceError) -> Int {
-        var filled = 0
-        while filled < buffer.count {
-            let count: Int
-            do {
-                count = try descriptor.read(
-                    fromAbsoluteOffset: Int64(bitPattern: offset &+ UInt64(filled)),
-                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]),
-                    retryOnInterrupt: true)
-            } catch {
-                throw SourceError(.read(error as? Errno ?? .ioError, address: offset, count: buffer.count), path: path)
-            }
-            if count == 0 { break }
-            filled += count
-        }
-        return filled
     }
 }
 

@@ -78,9 +78,12 @@ func infoText(_ summary: ImageSummary) -> String {
         "file:     \(summary.fileSize) bytes (\(formatBytes(summary.fileSize))), \(formatDecimal(summary.ratio, places: 3)) of the memory",
         "ranges:",
     ]
-    lines += summary.ranges.map { "    \(hex($0.lowerBound))-\(hex($0.upperBound - 1))  \(formatBytes(UInt64($0.count)))" }
+    let line = { (range: Range<UInt64>) in
+        "    \(hex(range.lowerBound))-\(hex(range.upperBound - 1))  \(formatBytes(UInt64(range.count)))"
+    }
+    lines += summary.ranges.map(line)
     lines.append("gaps:     \(summary.gaps.count)")
-    lines += summary.gaps.map { "    \(hex($0.lowerBound))-\(hex($0.upperBound - 1))  \(formatBytes(UInt64($0.count)))" }
+    lines += summary.gaps.map(line)
     let unreadable = summary.volatilityUnreadable.count
     if unreadable > 0 {
         lines.append("volatility: \(unreadable) compressed record(s) Volatility 3 cannot open; convert to LiME for it")

@@ -2,6 +2,7 @@ import Crypto
 import FoundationEssentials
 import ImageFormats
 import MemorySources
+import TestSupport
 import Testing
 
 @testable import ImagePipeline

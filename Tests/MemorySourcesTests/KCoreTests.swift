@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 import Testing
 
 @testable import MemorySources
@@ -168,10 +169,8 @@ func writeKCore(_ directory: String, ram: [(physical: UInt64, size: UInt64)], fi
 
 struct KCoreReaderTests {
     @Test func readsAcrossAdjacentSegmentsAndRefusesGaps() throws {
-        let directory = "/tmp/avml-kcore-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        mkdir(directory, 0o700)
-        defer { _ = system("rm -rf '\(directory)'") }
-        let path = writeKCore(directory, ram: [(0x1000, 0x3000), (0x4000, 0x2000), (0x10000, 0x1000)]) {
+        let directory = TemporaryDirectory()
+        let path = writeKCore(directory.path, ram: [(0x1000, 0x3000), (0x4000, 0x2000), (0x10000, 0x1000)]) {
             UInt8(truncatingIfNeeded: $0 >> 4)
         }
         let reader = try KCoreReader(path: path, systemRAM: [0x1000..<0x6000, 0x10000..<0x11000])
@@ -185,10 +184,8 @@ struct KCoreReaderTests {
     }
 
     @Test func smallOrEmptyKCoreIsLockedDown() throws {
-        let path = "/tmp/avml-kcore-small-\(getpid())"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        close(fd)
-        defer { unlink(path) }
+        let directory = TemporaryDirectory()
+        let path = directory.write("kcore", [])
         do {
             _ = try KCoreReader(path: path, systemRAM: [0..<0x1000])
             Issue.record("an empty kcore must be refused")
