@@ -173,23 +173,32 @@ public enum Snappy {
     private static func copyWithinOutput(
         _ dst: UnsafeMutableRawPointer, at op: Int, offset: Int, count: Int, outputEnd: Int
     ) {
-        let from = op - offset
-        if offset >= 8 && outputEnd - op >= count + 8 {
-            // 8-byte steps read only bytes already written, even when the
-            // regions overlap, because each step is at least 8 bytes behind.
-            var copied = 0
-            while copied < count {
-                let word = dst.loadUnaligned(fromByteOffset: from + copied, as: UInt64.self)
-                dst.storeBytes(of: word, toByteOffset: op + copied, as: UInt64.self)
-                copied += 8
-            }
-        } else if offset >= count {
-            (dst + op).copyMemory(from: dst + from, byteCount: count)
-        } else {
+        guard outputEnd - op >= count + 8 else {
+            // Near the end of the output: no slack for wide stores.
             for index in 0..<count {
                 dst.storeBytes(
-                    of: dst.load(fromByteOffset: from + index, as: UInt8.self), toByteOffset: op + index, as: UInt8.self)
+                    of: dst.load(fromByteOffset: op - offset + index, as: UInt8.self), toByteOffset: op + index, as: UInt8.self)
             }
+            return
+        }
+        var done = 0
+        var distance = offset
+        // A short offset repeats a pattern (a zero page is one byte repeated). The
+        // output is periodic with period `offset`, so any multiple of it is an
+        // equally good distance: copy whole periods, doubling the distance, until
+        // 8-byte steps no longer overlap what they read.
+        while distance < 8 && done < count {
+            let chunk = min(distance, count - done)
+            (dst + op + done).copyMemory(from: dst + op + done - distance, byteCount: chunk)
+            done += chunk
+            distance += distance
+        }
+        // 8-byte steps read only bytes already written, since each is at least 8 bytes behind.
+        while done < count {
+            dst.storeBytes(
+                of: dst.loadUnaligned(fromByteOffset: op + done - distance, as: UInt64.self), toByteOffset: op + done,
+                as: UInt64.self)
+            done += 8
         }
     }
 }

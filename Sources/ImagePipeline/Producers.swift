@@ -16,6 +16,7 @@ public struct MemoryBlockProducer: BlockProducer {
     public private(set) var unreadable: [Range<UInt64>] = []
     private var rangeIndex = 0
     private var next: UInt64
+    private var current: ProducedBlock?
 
     public init(reader: MemoryReader, ranges: [Range<UInt64>], zeroFillUnreadable: Bool = true) {
         self.reader = reader
@@ -24,23 +25,26 @@ public struct MemoryBlockProducer: BlockProducer {
         next = self.ranges.first?.lowerBound ?? 0
     }
 
-    public mutating func nextBlock(into buffer: UnsafeMutableRawBufferPointer) throws -> ProducedBlock? {
+    public mutating func nextBlock() throws -> ProducedBlock? {
         while rangeIndex < ranges.count && next >= ranges[rangeIndex].upperBound {
             rangeIndex += 1
             if rangeIndex < ranges.count { next = ranges[rangeIndex].lowerBound }
         }
         guard rangeIndex < ranges.count else { return nil }
-        let count = Int(min(UInt64(RecordPipeline.blockSize), ranges[rangeIndex].upperBound - next, UInt64(buffer.count)))
-        let block = UnsafeMutableRawBufferPointer(rebasing: buffer[..<count])
+        let count = Int(min(UInt64(RecordPipeline.blockSize), ranges[rangeIndex].upperBound - next))
+        current = ProducedBlock(start: next, count: count)
+        next += UInt64(count)
+        return current
+    }
+
+    public mutating func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
+        let address = (current?.start ?? 0) + UInt64(offset)
         do {
-            try reader.read(into: block, at: next)
+            try reader.read(into: buffer, at: address)
         } catch {
             guard error.isUnreadablePage && zeroFillUnreadable else { throw error }
-            try readPageByPage(into: block, at: next)
+            try readPageByPage(into: buffer, at: address)
         }
-        let produced = ProducedBlock(start: next, count: count)
-        next += UInt64(count)
-        return produced
     }
 
     private mutating func readPageByPage(into block: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
@@ -79,19 +83,23 @@ public struct ImageBlockProducer: BlockProducer {
         self.progress = progress
     }
 
-    public mutating func nextBlock(into buffer: UnsafeMutableRawBufferPointer) throws -> ProducedBlock? {
+    public mutating func nextBlock() throws -> ProducedBlock? {
         if remaining == 0 {
             guard let record = try reader.nextRecord() else { return nil }
             next = record.header.start
             remaining = record.header.length
         }
-        let count = Int(min(UInt64(RecordPipeline.blockSize), remaining, UInt64(buffer.count)))
-        let read = try reader.readBody(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
-        precondition(read == count, "record bodies fill the buffer until the record ends")
-        progress?(reader.position, reader.fileSize)
+        let count = Int(min(UInt64(RecordPipeline.blockSize), remaining))
         let produced = ProducedBlock(start: next, count: count)
         next &+= UInt64(count)
         remaining -= UInt64(count)
         return produced
+    }
+
+    /// Record bodies are read in order, so `offset` is where the last read ended.
+    public mutating func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
+        let read = try reader.readBody(into: buffer)
+        precondition(read == buffer.count, "record bodies fill the buffer until the record ends")
+        progress?(reader.position, reader.fileSize)
     }
 }

@@ -26,6 +26,20 @@ struct PipelineTests {
         }
     }
 
+    @Test func liMEKeepsBlocksWhoseFirstDataComesLate() throws {
+        // Block 0: 3 MiB of zeros, then data. Block 1: zeros but its very last byte.
+        // Block 2: all zeros (left out). Block 3: a partial block of data.
+        var raw = [UInt8](repeating: 0, count: 3 * block + 5000)
+        raw.replaceSubrange(3 << 20..<(3 << 20) + 4096, with: [UInt8](repeating: 0x5a, count: 4096))
+        raw[2 * block - 1] = 0x42
+        raw.replaceSubrange(3 * block..<3 * block + 5000, with: [UInt8](repeating: 0xa5, count: 5000))
+        let sink = MemorySink()
+        var producer = MemoryBlockProducer(reader: FaultyMemory(raw, failingPages: []), ranges: [0..<UInt64(raw.count)])
+        let statistics = try RecordPipeline(compressed: false, threads: 2).run(&producer, to: sink)
+        #expect(same(sink.bytes, referenceLiME(raw)))
+        #expect(statistics.records == 3 && statistics.zeroBlocksSkipped == 1)
+    }
+
     @Test func aFailingSinkStopsTheRunWithItsError() throws {
         let sink = MemorySink()
         sink.failAfter = block + 100
@@ -65,9 +79,7 @@ struct PipelineTests {
         var producer = MemoryBlockProducer(
             reader: FaultyMemory(bytes, failingPages: []), ranges: [0x1000..<UInt64(2 * block + 0x3000)])
         var starts: [UInt64] = []
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: block, alignment: 16)
-        defer { buffer.deallocate() }
-        while let produced = try producer.nextBlock(into: buffer) { starts.append(produced.start) }
+        while let produced = try producer.nextBlock() { starts.append(produced.start) }
         #expect(starts == [0x1000, 0x1000 + UInt64(block), 0x1000 + 2 * UInt64(block)])
     }
 
