@@ -48,12 +48,13 @@ public struct PipelineStatistics: Sendable, Equatable {
 /// so the output is the same whatever the thread count.
 ///
 /// AVML records: one thread reads, `threads` threads check for zeros and
-/// compress, one thread writes. Memory stays bounded by two rings of reused
-/// buffers: block `k` reads into input `k % (threads + 1)` and is compressed into
-/// job `k % (threads + 1)`; the input is freed once compressed, the job once
-/// written. Those stages run in block order, so block `k` only ever waits for
-/// block `k - threads - 1`, never for a later one. Output buffers are touched
-/// only as far as the data compresses.
+/// compress, one thread writes. Memory stays bounded by rings of reused slots:
+/// block `k` reads into input `k % (threads + 1)`, is compressed into output
+/// `k % (threads + 1)` and is tracked by job `k % (threads + 2)`; an input is
+/// freed once compressed, an output and a job once written. Every wait is for
+/// an earlier block, so the rings cannot deadlock, and the extra job lets the
+/// reader run ahead while the writer writes. Output buffers are touched only as
+/// far as the data compresses.
 ///
 /// LiME records need no CPU work but the zero check, so each block streams
 /// through one 1 MiB buffer that stays in cache between the read and the write.
@@ -89,7 +90,8 @@ public struct RecordPipeline: Sendable {
         guard compressed else { return try streamLiME(&producer, to: sink, progress: progress) }
         let skipZeroBlocks = skipZeroBlocks
         let inputs = (0...threads).map { _ in InputSlot() }
-        let jobs = (0...threads).map { _ in Job() }
+        let outputs = (0...threads).map { _ in OutputSlot() }
+        let jobs = (0...threads + 1).map { _ in Job() }
         let state = RunState(sink: sink)
         let cpus = DispatchSemaphore(value: threads)
 
@@ -122,7 +124,10 @@ public struct RecordPipeline: Sendable {
                 job.ready.signal()
                 break
             }
+            let output = outputs[index % outputs.count]
             DispatchQueue.global().async {
+                output.free.wait()
+                job.output = output
                 cpus.wait()
                 job.encode(skipZeroBlocks: skipZeroBlocks)
                 cpus.signal()
@@ -155,32 +160,41 @@ private final class InputSlot: @unchecked Sendable {
     }
 }
 
-/// One block on its way to the sink: its input until compressed, then its
-/// record (header, framed stream, trailer), handed on by `free` and `ready`.
-private final class Job: @unchecked Sendable {
-    let output = UnsafeMutableRawBufferPointer.allocate(
+/// A record's buffer: header, framed stream and trailer, and the encoder that fills it.
+private final class OutputSlot: @unchecked Sendable {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(
         byteCount: RecordHeader.size + SnappyFraming.maxFramedLength(RecordPipeline.blockSize) + 8, alignment: 4096)
     let encoder = SnappyFrameEncoder()
     let free = DispatchSemaphore(value: 0)
-    let ready = DispatchSemaphore(value: 0)
-    /// The block held, nil for the end of the run.
-    var block: ProducedBlock?
-    /// The input holding the block's bytes, until they are compressed.
-    var input: InputSlot?
-    /// Bytes of `output` to write; 0 when the block was all zeros.
-    var outputCount = 0
 
     init() {
         free.signal()
     }
 
     deinit {
-        output.deallocate()
+        buffer.deallocate()
+    }
+}
+
+/// One block on its way to the sink: its input until compressed, then its
+/// output until written; handed on by `free` and `ready`.
+private final class Job: @unchecked Sendable {
+    let free = DispatchSemaphore(value: 0)
+    let ready = DispatchSemaphore(value: 0)
+    /// The block held, nil for the end of the run.
+    var block: ProducedBlock?
+    var input: InputSlot?
+    var output: OutputSlot?
+    /// Bytes of the output to write; 0 when the block was all zeros.
+    var outputCount = 0
+
+    init() {
+        free.signal()
     }
 
     /// Builds the record, then hands the input back to the reader.
     func encode(skipZeroBlocks: Bool) {
-        guard let block, let input else { return }
+        guard let block, let input, let output else { return }
         defer {
             self.input = nil
             input.free.signal()
@@ -190,9 +204,10 @@ private final class Job: @unchecked Sendable {
             outputCount = 0
             return
         }
-        RecordHeader(compressed: true, start: block.start, end: block.start + UInt64(block.count) - 1).encode(into: output)
-        let framed = encoder.encode(data, into: UnsafeMutableRawBufferPointer(rebasing: output[RecordHeader.size...]))
-        output.storeBytes(of: UInt64(framed).littleEndian, toByteOffset: RecordHeader.size + framed, as: UInt64.self)
+        RecordHeader(compressed: true, start: block.start, end: block.start + UInt64(block.count) - 1).encode(into: output.buffer)
+        let framed = output.encoder.encode(
+            data, into: UnsafeMutableRawBufferPointer(rebasing: output.buffer[RecordHeader.size...]))
+        output.buffer.storeBytes(of: UInt64(framed).littleEndian, toByteOffset: RecordHeader.size + framed, as: UInt64.self)
         outputCount = RecordHeader.size + framed + 8
     }
 }
@@ -227,6 +242,10 @@ private final class RunState: @unchecked Sendable {
                 handled += UInt64(block.count)
                 progress?(handled)
             }
+            if let output = job.output {
+                job.output = nil
+                output.free.signal()
+            }
             job.free.signal()
             index += 1
         }
@@ -239,7 +258,8 @@ private final class RunState: @unchecked Sendable {
             statistics.zeroBytesSkipped += UInt64(block.count)
             return
         }
-        try sink.write(UnsafeRawBufferPointer(rebasing: job.output[..<job.outputCount]))
+        guard let output = job.output else { return }
+        try sink.write(UnsafeRawBufferPointer(rebasing: output.buffer[..<job.outputCount]))
         statistics.bytesWritten += UInt64(job.outputCount)
         statistics.records += 1
         statistics.memoryBytes += UInt64(block.count)
