@@ -12,6 +12,12 @@ func now() -> Double {
     return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
 }
 
+func fail(_ message: String) -> Never {
+    var text = "avml-bench: " + message + "\n"
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    exit(1)
+}
+
 func readFile(_ path: String) -> [UInt8]? {
     guard let file = fopen(path, "rb") else { return nil }
     defer { fclose(file) }
@@ -26,8 +32,7 @@ func readFile(_ path: String) -> [UInt8]? {
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 2, let input = readFile(arguments[1]) else {
-    fputs("usage: avml-bench FILE [ROUNDS]\n", stderr)
-    exit(2)
+    fail("usage: avml-bench FILE [ROUNDS]")
 }
 let rounds = arguments.count > 2 ? Int(arguments[2]) ?? 3 : 3
 let chunk = 1 << 16
@@ -53,17 +58,14 @@ input.withUnsafeBytes { source in
         for index in 0..<chunks {
             let block = UnsafeRawBufferPointer(rebasing: compressed[index * slot..<index * slot + sizes[index]])
             let target = UnsafeMutableRawBufferPointer(rebasing: restored[index * chunk..<(index + 1) * chunk])
-            guard (try? Snappy.decompress(block, into: target)) != nil else {
-                fputs("avml-bench: chunk \(index) does not decode\n", stderr)
-                exit(1)
-            }
+            guard (try? Snappy.decompress(block, into: target)) != nil else { fail("chunk \(index) does not decode") }
         }
         bestDecompress = min(bestDecompress, now() - decodeStart)
     }
-    guard memcmp(restored.baseAddress, source.baseAddress, source.count) == 0 else {
-        fputs("avml-bench: round trip differs\n", stderr)
-        exit(1)
-    }
+    guard
+        let restoredBase = restored.baseAddress, let sourceBase = source.baseAddress,
+        memcmp(restoredBase, sourceBase, source.count) == 0
+    else { fail("round trip differs") }
 }
 let total = sizes.reduce(0, +)
 let megabytes = Double(input.count) / 1e6

@@ -25,6 +25,8 @@ extension AVML {
 
         @OptionGroup var pipeline: PipelineOptions
 
+        @OptionGroup var upload: UploadOptions
+
         @Argument(help: "Image to write (created mode 0600; a symlink here is refused; /dev/stdout streams).")
         var filename: String
 
@@ -34,6 +36,9 @@ extension AVML {
             }
             if let maxDiskUsagePercentage, !(maxDiskUsagePercentage >= 0.01 && maxDiskUsagePercentage <= 100) {
                 throw ValidationError("--max-disk-usage-percentage must be between 0.01 and 100")
+            }
+            if upload.destination != nil && ImageFile.isStandardOutputPath(filename) {
+                throw ValidationError("--url and --sas-url upload a file; to send memory without one, use `avml stream`")
             }
         }
 
@@ -52,6 +57,7 @@ extension AVML {
                 FileHandleStandardError.write("warning: source failed, tried the next: \(failure)\n")
             }
             reportUnreadable(result.unreadableRanges)
+            upload.uploadIfRequested(file: filename)
         }
     }
 }
