@@ -1,7 +1,9 @@
 import AsyncHTTPClient
 import Glibc
+import ImageFormats
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import Synchronization
 
@@ -87,6 +89,8 @@ final class HTTPTransport: Sendable {
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
         configuration.httpVersion = .http1Only
+        // Each failed connection is one attempt of our policy, not ten seconds of the pool's own retries.
+        configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout = HTTPClient.Configuration.Timeout(
             connect: Self.timeAmount(settings.connectTimeout), read: Self.timeAmount(settings.idleTimeout),
             write: Self.timeAmount(settings.idleTimeout))
@@ -259,14 +263,34 @@ final class HTTPTransport: Sendable {
             return "TLS handshake failed: \(inner) (is the server's certificate signed by a CA in the system's bundle, "
                 + "or in SSL_CERT_FILE?)"
         }
+        if let error = error as? IOError {
+            return "connection failed: \(String(cString: strerror(error.errnoCode)))"
+        }
         if let error = error as? HTTPClientError {
-            return "\(error)"
+            switch error {
+            case .remoteConnectionClosed: return "the server closed the connection"
+            case .connectTimeout: return "connecting timed out"
+            case .readTimeout: return "the server sent nothing for too long"
+            case .writeTimeout: return "the server took nothing for too long"
+            default: return "\(error)"
+            }
+        }
+        if let error = error as? NIOConnectionError {
+            let causes = error.connectionErrors.map { "\($0.target): \(describe($0.error))" }
+            if let dns = error.dnsAAAAError ?? error.dnsAError, causes.isEmpty {
+                return "cannot resolve \(escapedForLog(error.host)): \(dns)"
+            }
+            return causes.isEmpty ? "\(error)" : causes.joined(separator: "; ")
+        }
+        if let error = error as? ChannelError, error == .eof {
+            return "the server closed the connection"
         }
         return "\(error)"
     }
 
     static func secondsText(_ duration: Duration) -> String {
         let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        if milliseconds < 1000 { return "\(milliseconds) ms" }
         return "\(milliseconds / 1000).\(String(milliseconds % 1000 / 100)) s"
     }
 
