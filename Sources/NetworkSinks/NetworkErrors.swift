@@ -158,7 +158,8 @@ public enum TCPSinkError: Error, Sendable, CustomStringConvertible {
             }
             return text
         case .stalled(let destination, let sent, let seconds):
-            return "\(destination) accepted no data for \(seconds) s after \(sent) bytes; giving up (the image there is incomplete)"
+            return
+                "\(destination) accepted no data for \(seconds) s after \(sent) bytes; giving up (the image there is incomplete)"
         }
     }
 }

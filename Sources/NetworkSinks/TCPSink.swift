@@ -105,7 +105,8 @@ public final class TCPSink: ImageSink {
         var list: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(destination.host, String(destination.port), &hints, &list)
         guard status == 0, let first = list else {
-            let message = status == EAI_SYSTEM ? String(describing: Errno(rawValue: errno)) : String(cString: gai_strerror(status))
+            let message =
+                status == EAI_SYSTEM ? String(describing: Errno(rawValue: errno)) : String(cString: gai_strerror(status))
             throw .resolve(destination.description, message: message)
         }
         defer { freeaddrinfo(first) }
@@ -113,7 +114,9 @@ public final class TCPSink: ImageSink {
         var entry: UnsafeMutablePointer<addrinfo>? = first
         while let address = entry {
             entry = address.pointee.ai_next
-            let fd = socket(address.pointee.ai_family, address.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.ai_protocol)
+            let fd = socket(
+                address.pointee.ai_family, address.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.ai_protocol
+            )
             guard fd >= 0 else {
                 lastError = Errno(rawValue: errno)
                 continue

@@ -45,7 +45,9 @@ public struct UploadURL: Sendable, Equatable, CustomStringConvertible {
             }
             host = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+            if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else if !after.isEmpty {
                 throw .invalidURL(redacted, reason: "unexpected text after the IPv6 address")
             }
         } else if let colon = authority.lastIndex(of: ":") {

@@ -195,7 +195,8 @@ extension AVML {
                         capture.acquisition(destination: destination), address: destination, progress: progress?.callback)
                     progress?.finish()
                     reportUnreadable(result.unreadableRanges)
-                    FileHandleStandardError.write("streamed \(sent) bytes from \(result.source) to \(escapedForLog(destination))\n")
+                    FileHandleStandardError.write(
+                        "streamed \(sent) bytes from \(result.source) to \(escapedForLog(destination))\n")
                 } catch {
                     progress?.finish()
                     fail(error)

@@ -5,23 +5,24 @@ import Testing
 struct BlockPlanTests {
     static let mib: UInt64 = 1 << 20
 
-    @Test(arguments: [
-        // small images: Azure's 5 MiB floor
-        (UInt64(0), nil, UInt64(5)),
-        (1, nil, 5),
-        (250_000 * mib, nil, 5),  // exactly 50,000 blocks of 5 MiB
-        // one byte more needs larger blocks: rounded up to a whole MiB
-        (250_000 * mib + 1, nil, 6),
-        // 1 TiB / 50,000 = 20.97 MiB → 21 MiB
-        (1 << 40, nil, 21),
-        // the user's floor wins when larger
-        (1 << 30, 100, 100),
-        (1 << 40, 16, 21),
-        // floors above 4000 MiB are capped
-        (1 << 30, 9000, 4000),
-        // the largest blob: 50,000 blocks of 4000 MiB
-        (BlockPlan.maximumBlobSize, nil, 4000),
-    ] as [(UInt64, UInt64?, UInt64)])
+    @Test(
+        arguments: [
+            // small images: Azure's 5 MiB floor
+            (UInt64(0), nil, UInt64(5)),
+            (1, nil, 5),
+            (250_000 * mib, nil, 5),  // exactly 50,000 blocks of 5 MiB
+            // one byte more needs larger blocks: rounded up to a whole MiB
+            (250_000 * mib + 1, nil, 6),
+            // 1 TiB / 50,000 = 20.97 MiB → 21 MiB
+            (1 << 40, nil, 21),
+            // the user's floor wins when larger
+            (1 << 30, 100, 100),
+            (1 << 40, 16, 21),
+            // floors above 4000 MiB are capped
+            (1 << 30, 9000, 4000),
+            // the largest blob: 50,000 blocks of 4000 MiB
+            (BlockPlan.maximumBlobSize, nil, 4000),
+        ] as [(UInt64, UInt64?, UInt64)])
     func blockSize(size: UInt64, floorMiB: UInt64?, expectedMiB: UInt64) throws {
         let plan = try BlockPlan(size: size, blockSizeMiB: floorMiB)
         #expect(plan.blockSize == expectedMiB * Self.mib)
@@ -32,20 +33,21 @@ struct BlockPlanTests {
         #expect(throws: UploadError.self) { try BlockPlan(size: BlockPlan.maximumBlobSize + 1) }
     }
 
-    @Test(arguments: [
-        // default 10 with small blocks
-        (UInt64(5), nil, 10),
-        (UInt64(5), 3, 3),
-        // 100 MiB blocks: 500 / 100 = 5 at most
-        (100, 10, 5),
-        (100, 2, 2),
-        // 300 MiB blocks: 1 in flight
-        (300, 10, 1),
-        // 4000 MiB blocks: still at least 1
-        (4000, 10, 1),
-        // 50 MiB blocks: exactly 10 fit in 500 MiB
-        (50, 20, 10),
-    ] as [(UInt64, Int?, Int)])
+    @Test(
+        arguments: [
+            // default 10 with small blocks
+            (UInt64(5), nil, 10),
+            (UInt64(5), 3, 3),
+            // 100 MiB blocks: 500 / 100 = 5 at most
+            (100, 10, 5),
+            (100, 2, 2),
+            // 300 MiB blocks: 1 in flight
+            (300, 10, 1),
+            // 4000 MiB blocks: still at least 1
+            (4000, 10, 1),
+            // 50 MiB blocks: exactly 10 fit in 500 MiB
+            (50, 20, 10),
+        ] as [(UInt64, Int?, Int)])
     func concurrencyIsCappedAt500MiBInFlight(blockMiB: UInt64, requested: Int?, expected: Int) throws {
         let plan = try BlockPlan(size: 1 << 30, blockSizeMiB: blockMiB, concurrency: requested)
         #expect(plan.concurrency == expected)

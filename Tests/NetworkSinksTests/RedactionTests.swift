@@ -194,7 +194,9 @@ struct ServerMessageTests {
             HTTPTransport.serverMessage(body: azure, headers: [:], secrets: [])
                 == "AuthenticationFailed: Server failed to authenticate the request.")
         let s3 = "<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>"
-        #expect(HTTPTransport.serverMessage(body: s3, headers: [:], secrets: []) == "NoSuchBucket: The specified bucket does not exist")
+        #expect(
+            HTTPTransport.serverMessage(body: s3, headers: [:], secrets: [])
+                == "NoSuchBucket: The specified bucket does not exist")
     }
 
     @Test func plainBodiesAndHeadersAreUsedWhenThereIsNoXML() {
@@ -206,8 +208,12 @@ struct ServerMessageTests {
     @Test func rejectedErrorsNameTheRequestAndGiveAdvice() throws {
         let label = RequestLabel(
             method: "PUT", url: try UploadURL("https://a.blob.core.windows.net/c/b?sig=secret123456"), purpose: "block 3 of 9")
-        let text = String(describing: UploadError.rejected(label, status: 403, reason: "Forbidden", serverMessage: "AuthenticationFailed"))
-        #expect(text.hasPrefix("upload failed: PUT https://a.blob.core.windows.net/c/b (block 3 of 9): HTTP 403 Forbidden: AuthenticationFailed"))
+        let text = String(
+            describing: UploadError.rejected(label, status: 403, reason: "Forbidden", serverMessage: "AuthenticationFailed"))
+        #expect(
+            text.hasPrefix(
+                "upload failed: PUT https://a.blob.core.windows.net/c/b (block 3 of 9): HTTP 403 Forbidden: AuthenticationFailed")
+        )
         #expect(text.contains("expired"))
         #expect(!text.contains("secret123456"))
     }

@@ -74,7 +74,10 @@ struct RetryPolicyTests {
         #expect(RetryAfter.parse(value, now: now) == expected)
     }
 
-    @Test(arguments: ["", "-5", "1.5", "soon", "Wed, 32 Oct 2015 07:28:00 GMT", "Wed, 21 Foo 2015 07:28:00 GMT", "Wed, 21 Oct 2015 25:00:00 GMT"])
+    @Test(arguments: [
+        "", "-5", "1.5", "soon", "Wed, 32 Oct 2015 07:28:00 GMT", "Wed, 21 Foo 2015 07:28:00 GMT",
+        "Wed, 21 Oct 2015 25:00:00 GMT",
+    ])
     func rejectsInvalidRetryAfter(value: String) {
         #expect(RetryAfter.parse(value, now: now) == nil)
     }
