@@ -13,6 +13,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
@@ -45,6 +46,7 @@ let package = Package(
                 "ImageFormats",
                 "MemorySources",
                 "CSystemShims",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -75,13 +77,14 @@ let package = Package(
         ),
         // Times the Snappy codec for scripts/bench (not shipped).
         .executableTarget(name: "avml-bench", dependencies: ["ImageFormats"]),
-        .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "TestSupport"]),
         .testTarget(
             name: "MemorySourcesTests",
-            dependencies: ["MemorySources"],
+            dependencies: ["MemorySources", "TestSupport"],
             resources: [.copy("Fixtures")]
         ),
-        .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources"]),
+        .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "TestSupport"]),
         .testTarget(name: "NetworkSinksTests", dependencies: ["NetworkSinks", "ImagePipeline"]),
     ],
     swiftLanguageModes: [.v6]

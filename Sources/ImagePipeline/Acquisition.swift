@@ -64,6 +64,9 @@ public struct AcquisitionResult: Sendable {
     public var statistics: PipelineStatistics
     /// Sources that failed before the one that worked.
     public var earlierFailures: [String]
+    /// Bytes of the image as written, and their SHA-256 (hex).
+    public var imageSize: UInt64 = 0
+    public var sha256 = ""
 }
 
 /// `avml acquire`: plan from /proc/iomem, then capture from the first source
@@ -108,13 +111,28 @@ public struct Acquisition: Sendable {
             try diskUsage.check(estimate: DiskUsageLimit.estimate(planned), destination: destination)
         }
         return try writeImage(to: destination) { output in
-            try capture(planned: planned, to: output, restart: output.canRestart ? output.restart : nil, progress: progress)
+            let hashing = HashingSink(output)
+            var restart: (() -> Bool)?
+            if output.canRestart {
+                restart = {
+                    hashing.reset()
+                    return output.restart()
+                }
+            }
+            var result = try capture(planned: planned, to: hashing, restart: restart, progress: progress)
+            result.imageSize = hashing.count
+            result.sha256 = hashing.digest()
+            return result
         }
     }
 
     /// Captures into an already-open sink (streams): sources are probed once, never restarted.
     public func run(to sink: ImageSink, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) throws -> AcquisitionResult {
-        try capture(planned: plannedRanges(), to: sink, restart: nil, progress: progress)
+        let hashing = HashingSink(sink)
+        var result = try capture(planned: plannedRanges(), to: hashing, restart: nil, progress: progress)
+        result.imageSize = hashing.count
+        result.sha256 = hashing.digest()
+        return result
     }
 
     /// The memory to capture: System RAM from `--iomem` or /proc/iomem, or a raw file's extent.
@@ -122,14 +140,14 @@ public struct Acquisition: Sendable {
     /// - Throws: `SourceError` when the map or the raw file cannot be read.
     public func plannedRanges() throws(SourceError) -> [Range<UInt64>] {
         if let iomemPath {
-            return try IOMem.systemRAM(IOMem.readText(path: iomemPath), path: iomemPath)
+            return try IOMem.systemRAM(readTextFile(path: iomemPath), path: iomemPath)
         }
         if case .rawFile(let path) = source {
             let size = try LinearMemoryReader(path: path).fileSize
             guard size > 0 else { throw SourceError(.shortRead(address: 0, count: 1), path: path) }
             return [0..<size]
         }
-        return try IOMem.systemRAM(IOMem.readText(path: "/proc/iomem"))
+        return try IOMem.systemRAM(readTextFile(path: "/proc/iomem"))
     }
 
     /// Tries the sources in turn; `restart` empties the destination between

@@ -28,8 +28,10 @@ public struct Conversion: Sendable {
     }
 
     /// Converts, leaving no destination file behind on failure.
+    /// - Parameter progress: source bytes read so far, and the source's size.
+    /// - Returns: what was written.
     /// - Throws: `ConvertError`, `ImageError`, `SourceError` or `OutputError`.
-    public func run() throws -> PipelineStatistics {
+    public func run(progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) throws -> PipelineStatistics {
         guard sourceFormat != format else { throw ConvertError.noConversionRequired(format) }
         try refuseToOverwriteSource()
         switch (sourceFormat, format) {
@@ -38,20 +40,22 @@ public struct Conversion: Sendable {
             let size = reader.fileSize
             guard size > 0 else { throw ImageError(.empty, path: source) }
             var producer = MemoryBlockProducer(reader: reader, ranges: [0..<size], zeroFillUnreadable: false)
+            let report = progress.map { report in { @Sendable (done: UInt64) in report(done, size) } }
             return try writeImage(to: destination) { output in
-                try RecordPipeline(compressed: format == .limeCompressed, threads: threads).run(&producer, to: output)
+                try RecordPipeline(compressed: format == .limeCompressed, threads: threads).run(
+                    &producer, to: output, progress: report)
             }
         case (_, .raw):
             let reader = try ImageReader(path: source)
-            return try writeImage(to: destination) { try Self.writeRaw(from: reader, to: $0) }
+            return try writeImage(to: destination) { try Self.writeRaw(from: reader, to: $0, progress: progress) }
         case (_, .limeCompressed):
-            var producer = ImageBlockProducer(reader: try ImageReader(path: source))
+            var producer = ImageBlockProducer(reader: try ImageReader(path: source), progress: progress)
             return try writeImage(to: destination) { output in
                 try RecordPipeline(compressed: true, threads: threads).run(&producer, to: output)
             }
         case (_, .lime):
             let reader = try ImageReader(path: source)
-            return try writeImage(to: destination) { try Self.writeLime(from: reader, to: $0) }
+            return try writeImage(to: destination) { try Self.writeLime(from: reader, to: $0, progress: progress) }
         }
     }
 
@@ -65,7 +69,9 @@ public struct Conversion: Sendable {
     }
 
     /// Every record at its own address; gaps, and memory before the first record, are zeros.
-    static func writeRaw(from reader: ImageReader, to output: ImageFile) throws -> PipelineStatistics {
+    static func writeRaw(
+        from reader: ImageReader, to output: ImageFile, progress: (@Sendable (UInt64, UInt64) -> Void)?
+    ) throws -> PipelineStatistics {
         var statistics = PipelineStatistics()
         try withBlockBuffer { buffer in
             while let record = try reader.nextRecord() {
@@ -75,6 +81,7 @@ public struct Conversion: Sendable {
                 while case let count = try reader.readBody(into: buffer), count > 0 {
                     try output.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
                     statistics.memoryBytes += UInt64(count)
+                    progress?(reader.position, reader.fileSize)
                 }
                 statistics.records += 1
             }
@@ -86,7 +93,9 @@ public struct Conversion: Sendable {
     /// AVML's decompression: a compressed record becomes one LiME record over the
     /// same range, all-zero or not; a LiME record met on the way is re-cut and
     /// zero-skipped as AVML's block copy does.
-    static func writeLime(from reader: ImageReader, to output: ImageFile) throws -> PipelineStatistics {
+    static func writeLime(
+        from reader: ImageReader, to output: ImageFile, progress: (@Sendable (UInt64, UInt64) -> Void)?
+    ) throws -> PipelineStatistics {
         var statistics = PipelineStatistics()
         try withBlockBuffer { buffer in
             while let record = try reader.nextRecord() {
@@ -94,6 +103,7 @@ public struct Conversion: Sendable {
                     try output.write(RecordHeader(compressed: false, start: record.header.start, end: record.header.end).bytes)
                     while case let count = try reader.readBody(into: buffer), count > 0 {
                         try output.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+                        progress?(reader.position, reader.fileSize)
                     }
                     statistics.records += 1
                     statistics.memoryBytes += record.header.length
@@ -112,6 +122,7 @@ public struct Conversion: Sendable {
                         statistics.memoryBytes += UInt64(count)
                     }
                     start &+= UInt64(count)
+                    progress?(reader.position, reader.fileSize)
                 }
             }
         }

@@ -8,8 +8,6 @@ import MemorySources
 /// that still fail are zero-filled and listed in `unreadable`, so one bad page
 /// costs 4 KiB of the image rather than the whole capture.
 public struct MemoryBlockProducer: BlockProducer {
-    public static let pageSize: UInt64 = 4096
-
     public let reader: MemoryReader
     public let ranges: [Range<UInt64>]
     /// False when a read error must fail the run (converting a raw file: a bad disk is not bad RAM).
@@ -46,25 +44,21 @@ public struct MemoryBlockProducer: BlockProducer {
     }
 
     private mutating func readPageByPage(into block: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
-        var offset = 0
-        while offset < block.count {
-            let pageAddress = address + UInt64(offset)
-            let pageEnd = (pageAddress / Self.pageSize + 1) * Self.pageSize
-            let count = Int(min(pageEnd - pageAddress, UInt64(block.count - offset)))
-            let page = UnsafeMutableRawBufferPointer(rebasing: block[offset..<offset + count])
+        for span in PageSpans(address: address, count: block.count) {
+            let pageAddress = address + UInt64(span.lowerBound)
+            let page = UnsafeMutableRawBufferPointer(rebasing: block[span])
             do {
                 try reader.read(into: page, at: pageAddress)
             } catch {
                 guard error.isUnreadablePage else { throw error }
                 page.initializeMemory(as: UInt8.self, repeating: 0)
-                let range = pageAddress..<pageAddress + UInt64(count)
+                let range = pageAddress..<pageAddress + UInt64(span.count)
                 if let last = unreadable.last, last.upperBound == range.lowerBound {
                     unreadable[unreadable.count - 1] = last.lowerBound..<range.upperBound
                 } else {
                     unreadable.append(range)
                 }
             }
-            offset += count
         }
     }
 }
@@ -73,11 +67,16 @@ public struct MemoryBlockProducer: BlockProducer {
 /// as AVML does when compressing an image.
 public struct ImageBlockProducer: BlockProducer {
     private let reader: ImageReader
+    private let progress: (@Sendable (UInt64, UInt64) -> Void)?
     private var next: UInt64 = 0
     private var remaining: UInt64 = 0
 
-    public init(reader: ImageReader) {
+    /// - Parameters:
+    ///   - reader: the image, positioned at its start.
+    ///   - progress: file bytes read so far, and the file's size.
+    public init(reader: ImageReader, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) {
         self.reader = reader
+        self.progress = progress
     }
 
     public mutating func nextBlock(into buffer: UnsafeMutableRawBufferPointer) throws -> ProducedBlock? {
@@ -89,6 +88,7 @@ public struct ImageBlockProducer: BlockProducer {
         let count = Int(min(UInt64(RecordPipeline.blockSize), remaining, UInt64(buffer.count)))
         let read = try reader.readBody(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
         precondition(read == count, "record bodies fill the buffer until the record ends")
+        progress?(reader.position, reader.fileSize)
         let produced = ProducedBlock(start: next, count: count)
         next &+= UInt64(count)
         remaining -= UInt64(count)

@@ -92,17 +92,15 @@ public enum IOMem {
     }
 }
 
-extension IOMem {
-    /// Reads a whole text file that reports no size (/proc files), in 64 KiB steps.
-    public static func readText(path: String) throws(SourceError) -> String {
-        let file = try PositionalFile(path: path)
-        var bytes: [UInt8] = []
-        while true {
-            let chunk = try file.readBytes(1 << 16, offset: UInt64(bytes.count))
-            if chunk.isEmpty { break }
-            bytes += chunk
-            guard bytes.count < 64 << 20 else { break }  // no real iomem is this large
-        }
-        return String(decoding: bytes, as: UTF8.self)
+/// Reads a whole text file that may report no size (/proc files), in 64 KiB steps,
+/// up to 64 MiB: no legitimate iomem, manifest or /proc file is larger.
+public func readTextFile(path: String) throws(SourceError) -> String {
+    let file = try PositionalFile(path: path)
+    var bytes: [UInt8] = []
+    while bytes.count < 64 << 20 {
+        let chunk = try file.readBytes(1 << 16, offset: UInt64(bytes.count))
+        if chunk.isEmpty { break }
+        bytes += chunk
     }
+    return String(decoding: bytes, as: UTF8.self)
 }

@@ -33,8 +33,26 @@ final class PositionalFile {
         try? descriptor.close()
     }
 
-    /// Reads all of `buffer` at file `offset`, looping over short reads; `address` names it in errors.
+    /// Reads all of `buffer` at file `offset`; `address` names the memory in errors.
     func read(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, address: UInt64) throws(SourceError) {
+        let got = try readAvailable(into: buffer, offset: offset, address: address)
+        guard got == buffer.count else {
+            throw SourceError(.shortRead(address: address + UInt64(got), count: buffer.count - got), path: path)
+        }
+    }
+
+    /// Reads up to `count` bytes at `offset`, fewer at the end of the file.
+    func readBytes(_ count: Int, offset: UInt64) throws(SourceError) -> [UInt8] {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 8)
+        defer { buffer.deallocate() }
+        let got = try readAvailable(into: buffer, offset: offset, address: offset)
+        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
+    }
+
+    /// pread until `buffer` is full or the file ends, retrying short reads and EINTR.
+    private func readAvailable(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, address: UInt64) throws(SourceError)
+        -> Int
+    {
         var filled = 0
         while filled < buffer.count {
             let count: Int
@@ -48,11 +66,10 @@ final class PositionalFile {
                     .read(error as? Errno ?? .ioError, address: address + UInt64(filled), count: buffer.count - filled),
                     path: path)
             }
-            guard count > 0 else {
-                throw SourceError(.shortRead(address: address + UInt64(filled), count: buffer.count - filled), path: path)
-            }
+            if count == 0 { break }
             filled += count
         }
+        return filled
     }
 
     /// The size of a regular file (0 for devices and /proc files, which report none).
@@ -81,38 +98,9 @@ public final class LinearMemoryReader: MemoryReader {
     }
 }
 
-extension PositionalFile {
-    /// Reads up to `count` bytes at `offset`, fewer at the end of the file.
-    func readBytes(_ count: Int, offset: UInt64) throws(SourceError) -> [UInt8] {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 8)
-        defer { buffer.deallocate() }
-        let got = try readAvailable(into: buffer, offset: offset)
-        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
-    }
-
-    private func readAvailable(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64) throws(SourceError) -> Int {
-        var filled = 0
-        while filled < buffer.count {
-            let count: Int
-            do {
-                count = try descriptor.read(
-                    fromAbsoluteOffset: Int64(bitPattern: offset &+ UInt64(filled)),
-                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]),
-                    retryOnInterrupt: true)
-            } catch {
-                throw SourceError(.read(error as? Errno ?? .ioError, address: offset, count: buffer.count), path: path)
-            }
-            if count == 0 { break }
-            filled += count
-        }
-        return filled
-    }
-}
-
 /// /dev/crash, the crash utility's driver: reads must stay within one page
 /// (the driver answers EINVAL otherwise), so every read is split at page boundaries.
 public final class CrashReader: MemoryReader {
-    static let pageSize: UInt64 = 4096
     private let file: PositionalFile
     public var path: String { file.path }
 
@@ -121,14 +109,32 @@ public final class CrashReader: MemoryReader {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
-        var done = 0
-        while done < buffer.count {
-            let current = address + UInt64(done)
-            let pageEnd = (current / Self.pageSize + 1) * Self.pageSize
-            let count = Int(min(UInt64(buffer.count - done), pageEnd - current))
-            try file.read(
-                into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count]), offset: current, address: current)
-            done += count
+        for span in PageSpans(address: address, count: buffer.count) {
+            let current = address + UInt64(span.lowerBound)
+            try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[span]), offset: current, address: current)
         }
+    }
+}
+
+/// Splits `count` bytes at `address` into pieces that never cross a 4 KiB page
+/// boundary, as offsets into the request; the first and last may be partial pages.
+public struct PageSpans: Sequence, IteratorProtocol {
+    static let pageSize: UInt64 = 4096
+    private let address: UInt64
+    private let count: Int
+    private var done = 0
+
+    public init(address: UInt64, count: Int) {
+        self.address = address
+        self.count = count
+    }
+
+    public mutating func next() -> Range<Int>? {
+        guard done < count else { return nil }
+        let current = address + UInt64(done)
+        let pageEnd = (current / Self.pageSize + 1) * Self.pageSize
+        let length = Int(Swift.min(UInt64(count - done), pageEnd - current))
+        defer { done += length }
+        return done..<done + length
     }
 }

@@ -8,7 +8,7 @@ struct AVML: ParsableCommand {
         commandName: "avml",
         abstract: "Acquire volatile memory for Linux: capture, convert and verify physical memory images.",
         version: "0.1.0",
-        subcommands: [Acquire.self, Convert.self, Upload.self, Stream.self]
+        subcommands: [Acquire.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self]
     )
 }
 
@@ -16,6 +16,9 @@ struct AVML: ParsableCommand {
 struct PipelineOptions: ParsableArguments {
     @Option(help: "Threads that check and compress blocks (default: the CPUs this process may use).")
     var threads: Int = availableProcessors()
+
+    @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
+    var quiet = false
 
     func validate() throws {
         guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024") }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FoundationEssentials
 import ImageFormats
 import ImagePipeline
 import MemorySources
@@ -22,6 +23,9 @@ extension AVML {
 
         @Option(help: "Refuse to start if the filesystem would pass this percentage full (0.01-100).")
         var maxDiskUsagePercentage: Double?
+
+        @Option(help: "Write the manifest (hashes, ranges, host, times) here instead of FILENAME.json.")
+        var manifest: String?
 
         @OptionGroup var pipeline: PipelineOptions
 
@@ -47,29 +51,77 @@ extension AVML {
                 destination: filename, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
                 iomemPath: iomem, diskUsage: DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage),
                 threads: pipeline.threads)
-            let result: AcquisitionResult
+            let progress = ProgressLine("acquire", quiet: pipeline.quiet)
+            let started = Date()
+            let clock = monotonicSeconds()
+            var result: AcquisitionResult?
+            var failure: Error?
             do {
-                result = try acquisition.run()
+                result = try acquisition.run(progress: progress.callback)
             } catch {
-                fail(error)
+                failure = error
+            }
+            progress.finish()
+            let manifestPath = manifest ?? Manifest.defaultPath(forImage: filename)
+            let record = Manifest(
+                image: ImageFile.isStandardOutputPath(filename) ? "-" : filename, compressed: compress, startedAt: started,
+                finishedAt: Date(), result: result, error: failure)
+            if let failure {
+                do { try record.write(to: manifestPath) } catch { warn("could not record the failure in the manifest: \(error)") }
+                fail(failure)
+            }
+            guard let result else { return }
+            do {
+                try record.write(to: manifestPath)
+            } catch {
+                fail(ManifestNotWritten(image: filename, cause: error))
             }
             for failure in result.earlierFailures {
-                FileHandleStandardError.write("warning: source failed, tried the next: \(failure)\n")
+                warn("source failed, tried the next: \(failure)")
             }
             reportUnreadable(result.unreadableRanges)
-            upload.uploadIfRequested(file: filename)
+            if !pipeline.quiet {
+                FileHandleStandardError.write(summary(result, seconds: monotonicSeconds() - clock, manifest: manifestPath) + "\n")
+            }
+            upload.uploadIfRequested(file: filename, quiet: pipeline.quiet)
         }
     }
+}
+
+/// The image is complete but its manifest is not: the responder must know.
+struct ManifestNotWritten: Error, CustomStringConvertible, CausedError {
+    var image: String
+    var cause: Error?
+
+    var description: String {
+        "the image \(escapedForLog(image)) is complete, but its manifest could not be written"
+    }
+}
+
+/// One line a responder can paste into case notes.
+func summary(_ result: AcquisitionResult, seconds: Double, manifest: String) -> String {
+    let statistics = result.statistics
+    let unreadable = result.unreadableRanges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    let rate = formatBytes(UInt64(Double(statistics.memoryBytes + statistics.zeroBytesSkipped) / max(seconds, 0.001)))
+    return
+        "avml: captured \(formatBytes(statistics.memoryBytes)) from \(result.source) in \(formatDecimal(seconds, places: 1)) s "
+        + "(\(rate)/s); skipped \(statistics.zeroBlocksSkipped) all-zero blocks (\(formatBytes(statistics.zeroBytesSkipped))); "
+        + "\(unreadable / 4096) unreadable pages; image \(result.imageSize) bytes, sha256 \(result.sha256); "
+        + "manifest \(escapedForLog(manifest))"
+}
+
+func warn(_ message: String) {
+    FileHandleStandardError.write("warning: \(message)\n")
 }
 
 /// Tells the responder which pages were zero-filled, so no gap in the image goes unnoticed.
 func reportUnreadable(_ ranges: [Range<UInt64>]) {
     guard !ranges.isEmpty else { return }
     let bytes = ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
-    var text = "warning: \(bytes / 4096) unreadable page(s) (\(bytes) bytes) were written as zeros:\n"
+    var text = "\(bytes / 4096) unreadable page(s) (\(bytes) bytes) were written as zeros:\n"
     for range in ranges.prefix(50) {
         text += "    \(hex(range.lowerBound))-\(hex(range.upperBound - 1))\n"
     }
     if ranges.count > 50 { text += "    ... and \(ranges.count - 50) more ranges\n" }
-    FileHandleStandardError.write(text)
+    warn(text)
 }

@@ -22,13 +22,16 @@ extension AVML {
         var dst: String
 
         func run() throws {
+            let progress = ProgressLine("convert", quiet: pipeline.quiet)
             do {
                 _ = try Conversion(
                     source: src, sourceFormat: sourceFormat, destination: dst, format: format, threads: pipeline.threads
-                ).run()
+                ).run(progress: progress.callback)
             } catch {
+                progress.finish()
                 fail(error)
             }
+            progress.finish()
         }
     }
 }

@@ -49,36 +49,36 @@ struct UploadOptions: ParsableArguments {
     }
 
     /// Uploads `file` as asked, reporting progress and retries; exits 1 on failure, keeping the file.
-    func uploadIfRequested(file: String) {
+    func uploadIfRequested(file: String, quiet: Bool) {
         guard let destination else { return }
-        uploadFile(file, to: destination, delete: delete)
+        uploadFile(file, to: destination, delete: delete, quiet: quiet)
     }
 }
 
 /// Uploads `file`, printing progress and retries on standard error; exits 1 on failure.
-func uploadFile(_ file: String, to destination: UploadDestination, delete: Bool) {
-    let progress = TransferProgressLine.make("uploading")
+func uploadFile(_ file: String, to destination: UploadDestination, delete: Bool, quiet: Bool) {
+    let progress = ProgressLine("upload", quiet: quiet)
     let settings = TransferSettings.fromProcessEnvironment(onRetry: retryReporter(progress))
     do {
         let receipt = try FileUpload.run(
-            file: file, to: destination, deleteAfterUpload: delete, settings: settings, progress: progress?.callback)
-        progress?.finish()
-        var text = "uploaded \(receipt.bytes) bytes to \(receipt.url)"
+            file: file, to: destination, deleteAfterUpload: delete, settings: settings, progress: progress.callback)
+        progress.finish()
+        var text = "avml: uploaded \(receipt.bytes) bytes to \(receipt.url)"
         if let blocks = receipt.blocks { text += " as \(blocks) blocks" }
         if receipt.deletedLocalFile { text += "; deleted \(escapedForLog(file))" }
-        FileHandleStandardError.write(text + "\n")
+        if !quiet || receipt.deletedLocalFile { FileHandleStandardError.write(text + "\n") }
     } catch {
-        progress?.finish()
+        progress.finish()
         if delete { FileHandleStandardError.write("note: \(escapedForLog(file)) was kept\n") }
         fail(error)
     }
 }
 
 /// Prints each retried request on standard error, clearing the progress line first.
-func retryReporter(_ progress: TransferProgressLine?) -> @Sendable (String) -> Void {
+func retryReporter(_ progress: ProgressLine) -> @Sendable (String) -> Void {
     { message in
-        progress?.clear()
-        FileHandleStandardError.write("warning: \(message)\n")
+        progress.finish()
+        warn(message)
     }
 }
 
@@ -118,8 +118,11 @@ extension AVML {
             @Argument(help: "Destination URL (its query string is never printed).")
             var url: String
 
+            @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
+            var quiet = false
+
             func run() throws {
-                uploadFile(file, to: .put(url: url), delete: false)
+                uploadFile(file, to: .put(url: url), delete: false, quiet: quiet)
             }
         }
 
@@ -135,10 +138,13 @@ extension AVML {
             @Argument(help: "The blob's SAS URL (its query string is never printed).")
             var sasUrl: String
 
+            @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
+            var quiet = false
+
             func run() throws {
                 let destination = UploadDestination.blob(
                     sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency)
-                uploadFile(file, to: destination, delete: false)
+                uploadFile(file, to: destination, delete: false, quiet: quiet)
             }
         }
     }
@@ -160,20 +166,22 @@ extension AVML {
             var sasUrl: String
 
             func run() throws {
-                let progress = TransferProgressLine.make("streaming")
+                let progress = ProgressLine("stream", quiet: capture.pipeline.quiet)
                 let settings = TransferSettings.fromProcessEnvironment(onRetry: retryReporter(progress))
                 do {
                     let (result, receipt) = try ImageStreaming.toBlob(
                         capture.acquisition(destination: Redaction.redactedURL(sasUrl)), sasURL: sasUrl,
                         blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency, settings: settings,
-                        progress: progress?.callback)
-                    progress?.finish()
+                        progress: progress.callback)
+                    progress.finish()
                     reportUnreadable(result.unreadableRanges)
-                    FileHandleStandardError.write(
-                        "streamed \(receipt.bytes) bytes from \(result.source) to \(receipt.url) "
-                            + "as \(receipt.blocks ?? 0) blocks\n")
+                    if !capture.pipeline.quiet {
+                        FileHandleStandardError.write(
+                            "avml: streamed \(receipt.bytes) bytes from \(result.source) to \(receipt.url) "
+                                + "as \(receipt.blocks ?? 0) blocks; sha256 \(result.sha256)\n")
+                    }
                 } catch {
-                    progress?.finish()
+                    progress.finish()
                     fail(error)
                 }
             }
@@ -189,16 +197,19 @@ extension AVML {
             var destination: String
 
             func run() throws {
-                let progress = TransferProgressLine.make("streaming")
+                let progress = ProgressLine("stream", quiet: capture.pipeline.quiet)
                 do {
                     let (result, sent) = try ImageStreaming.toTCP(
-                        capture.acquisition(destination: destination), address: destination, progress: progress?.callback)
-                    progress?.finish()
+                        capture.acquisition(destination: destination), address: destination, progress: progress.callback)
+                    progress.finish()
                     reportUnreadable(result.unreadableRanges)
-                    FileHandleStandardError.write(
-                        "streamed \(sent) bytes from \(result.source) to \(escapedForLog(destination))\n")
+                    if !capture.pipeline.quiet {
+                        FileHandleStandardError.write(
+                            "avml: streamed \(sent) bytes from \(result.source) to \(escapedForLog(destination)); "
+                                + "sha256 \(result.sha256)\n")
+                    }
                 } catch {
-                    progress?.finish()
+                    progress.finish()
                     fail(error)
                 }
             }

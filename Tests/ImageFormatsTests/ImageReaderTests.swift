@@ -1,29 +1,8 @@
 import Glibc
+import TestSupport
 import Testing
 
 @testable import ImageFormats
-
-/// A file in a fresh temporary directory, removed with it.
-final class TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array("/tmp/avml-test-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap(mkdtemp).map { String(cString: $0) } ?? "/tmp" }
-    }
-
-    deinit {
-        _ = system("rm -rf '\(path)'")
-    }
-
-    func file(_ name: String, _ bytes: [UInt8]) -> String {
-        let target = "\(path)/\(name)"
-        let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        bytes.withUnsafeBytes { _ = write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        return target
-    }
-}
 
 func limeRecord(start: UInt64, _ data: [UInt8]) -> [UInt8] {
     RecordHeader(compressed: false, start: start, end: start + UInt64(data.count) - 1).bytes + data
@@ -59,14 +38,14 @@ struct ImageReaderTests {
 
     @Test(arguments: [1 << 20, 4096, 100])
     func readsLiMEAndCompressedRecords(piece: Int) throws {
-        let path = directory.file("mixed", limeRecord(start: 0x1000, first) + avmlRecord(start: 0x100000, second))
+        let path = directory.write("mixed", limeRecord(start: 0x1000, first) + avmlRecord(start: 0x100000, second))
         let records = try readAll(path, piece: piece)
         #expect(records.map(\.0) == [0x1000, 0x100000])
         #expect(records.map(\.1) == [first, second])
     }
 
     @Test func skipsBodiesWithoutReadingThem() throws {
-        let path = directory.file("skip", avmlRecord(start: 0, first) + limeRecord(start: 0x20000, second))
+        let path = directory.write("skip", avmlRecord(start: 0, first) + limeRecord(start: 0x20000, second))
         let reader = try ImageReader(path: path)
         #expect(try reader.nextRecord()?.header.start == 0)
         #expect(try reader.nextRecord()?.offset == UInt64(avmlRecord(start: 0, first).count))
@@ -75,7 +54,7 @@ struct ImageReaderTests {
 
     /// The reason and byte offset reading `bytes` fails with.
     func failure(_ bytes: [UInt8]) -> (ImageError.Reason, UInt64?)? {
-        let path = directory.file("bad", bytes)
+        let path = directory.write("bad", bytes)
         do {
             _ = try readAll(path)
             return nil

@@ -1,6 +1,7 @@
 import Glibc
 import ImageFormats
 import MemorySources
+import TestSupport
 import Testing
 
 @testable import ImagePipeline

@@ -1,5 +1,6 @@
 import Glibc
 import ImageFormats
+import TestSupport
 import Testing
 
 @testable import ImagePipeline

@@ -1,6 +1,7 @@
 import ImageFormats
 import MemorySources
 import SystemPackage
+import TestSupport
 import Testing
 
 @testable import ImagePipeline

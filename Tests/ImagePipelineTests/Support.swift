@@ -2,62 +2,10 @@ import Glibc
 import ImageFormats
 import MemorySources
 import SystemPackage
+import TestSupport
 import Testing
 
 @testable import ImagePipeline
-
-final class TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array("/tmp/avml-test-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap(mkdtemp).map { String(cString: $0) } ?? "/tmp" }
-    }
-
-    deinit {
-        _ = system("rm -rf '\(path)'")
-    }
-
-    subscript(name: String) -> String { "\(path)/\(name)" }
-
-    @discardableResult
-    func write(_ name: String, _ bytes: [UInt8]) -> String {
-        let target = self[name]
-        let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        var offset = 0
-        bytes.withUnsafeBytes { raw in
-            while offset < raw.count, let base = raw.baseAddress {
-                let written = Glibc.write(fd, base + offset, raw.count - offset)
-                guard written > 0 else { break }
-                offset += written
-            }
-        }
-        close(fd)
-        return target
-    }
-
-    func read(_ name: String) -> [UInt8]? {
-        let fd = open(self[name], O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var info = stat()
-        fstat(fd, &info)
-        let size = Int(info.st_size)
-        return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-            count = 0
-            while count < size {
-                let got = Glibc.read(fd, buffer.baseAddress.map { $0 + count }, size - count)
-                guard got > 0 else { break }
-                count += got
-            }
-        }
-    }
-
-    func exists(_ name: String) -> Bool {
-        var info = stat()
-        return lstat(self[name], &info) == 0
-    }
-}
 
 let block = RecordPipeline.blockSize
 
@@ -97,22 +45,6 @@ func memory(_ count: Int, seed: UInt64) -> [UInt8] {
             offset += length
         }
         initialized = count
-    }
-}
-
-/// Concatenates byte arrays with memcpy (debug builds copy generic sequences byte by byte).
-func joined(_ parts: [[UInt8]]) -> [UInt8] {
-    let total = parts.reduce(0) { $0 + $1.count }
-    return [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
-        var offset = 0
-        for part in parts {
-            part.withUnsafeBytes {
-                UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset..<offset + part.count])
-                    .copyMemory(from: $0)
-            }
-            offset += part.count
-        }
-        initialized = total
     }
 }
 
@@ -177,16 +109,5 @@ final class MemorySink: ImageSink {
                 initialized = data.count
             })
         count += data.count
-    }
-}
-
-/// Byte equality through memcmp: fast in debug builds, and a failure prints no megabytes of bytes.
-func same(_ a: [UInt8]?, _ b: [UInt8]?) -> Bool {
-    guard let a, let b, a.count == b.count else { return false }
-    return a.withUnsafeBytes { x in
-        b.withUnsafeBytes { y in
-            guard let left = x.baseAddress, let right = y.baseAddress else { return true }
-            return memcmp(left, right, x.count) == 0
-        }
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 import Testing
 
 @testable import MemorySources
@@ -168,10 +169,8 @@ func writeKCore(_ directory: String, ram: [(physical: UInt64, size: UInt64)], fi
 
 struct KCoreReaderTests {
     @Test func readsAcrossAdjacentSegmentsAndRefusesGaps() throws {
-        let directory = "/tmp/avml-kcore-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        mkdir(directory, 0o700)
-        defer { _ = system("rm -rf '\(directory)'") }
-        let path = writeKCore(directory, ram: [(0x1000, 0x3000), (0x4000, 0x2000), (0x10000, 0x1000)]) {
+        let directory = TemporaryDirectory()
+        let path = writeKCore(directory.path, ram: [(0x1000, 0x3000), (0x4000, 0x2000), (0x10000, 0x1000)]) {
             UInt8(truncatingIfNeeded: $0 >> 4)
         }
         let reader = try KCoreReader(path: path, systemRAM: [0x1000..<0x6000, 0x10000..<0x11000])
@@ -185,15 +184,36 @@ struct KCoreReaderTests {
     }
 
     @Test func smallOrEmptyKCoreIsLockedDown() throws {
-        let path = "/tmp/avml-kcore-small-\(getpid())"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        close(fd)
-        defer { unlink(path) }
+        let directory = TemporaryDirectory()
+        let path = directory.write("kcore", [])
         do {
             _ = try KCoreReader(path: path, systemRAM: [0..<0x1000])
             Issue.record("an empty kcore must be refused")
         } catch {
             #expect(error.description.contains("locked down or unavailable"))
+        }
+    }
+}
+
+struct PageSpanTests {
+    @Test(
+        arguments: [
+            // Aligned whole pages.
+            (UInt64(0x1000), 0x3000, [0..<0x1000, 0x1000..<0x2000, 0x2000..<0x3000]),
+            // Starting mid-page, ending mid-page: partial first and last pieces.
+            (0x1800, 0x1000, [0..<0x800, 0x800..<0x1000]),
+            // Inside one page.
+            (0x2010, 0x20, [0..<0x20]),
+            // The partial last page of a range like 0x1000-0x9fbff.
+            (0x9f000, 0xc00, [0..<0xc00]),
+        ] as [(UInt64, Int, [Range<Int>])])
+    func neverCrossAPageBoundary(address: UInt64, count: Int, expected: [Range<Int>]) {
+        let spans = Array(PageSpans(address: address, count: count))
+        #expect(spans == expected)
+        for span in spans {
+            let first: UInt64 = address + UInt64(span.lowerBound)
+            let last: UInt64 = first + UInt64(span.count) - 1
+            #expect(first / 4096 == last / 4096)
         }
     }
 }

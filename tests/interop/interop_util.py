@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-AVML_BIN = os.environ.get("AVML_BIN", "/work/main/.build/debug/avml")
+AVML_BIN = os.environ.get("AVML_BIN", str(Path(__file__).resolve().parents[2] / ".build" / "debug" / "avml"))
 
 PAGE = 4096
 BLOCK = 16 * 1024 * 1024  # AVML's MAX_BLOCK_SIZE

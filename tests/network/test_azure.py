@@ -197,11 +197,10 @@ def test_progress_only_on_a_terminal(avml, azure, images):
     azure.faults({"op": "put_block", "action": "delay", "seconds": 0.3, "times": 100})
     url = azure.url("tty.lime")
     piped = run([avml, "upload", "blob", "--sas-block-concurrency", "1", str(images["lime"]), url])
-    assert piped.returncode == 0 and "uploading:" not in piped.stderr
+    assert piped.returncode == 0 and "ETA" not in piped.stderr and "\r" not in piped.stderr
     # `script` gives avml a pseudo-terminal for standard error.
     command = f"{avml} upload blob --sas-block-concurrency 1 {images['lime']} '{url}'"
     on_tty = run(["script", "-qec", command, "/dev/null"])
     assert on_tty.returncode == 0, on_tty.stdout
-    assert "uploading:" in on_tty.stdout and "MiB/s" in on_tty.stdout and "ETA" in on_tty.stdout
-    assert "(100%)" in on_tty.stdout
+    assert "upload " in on_tty.stdout and "%" in on_tty.stdout and "MiB/s" in on_tty.stdout and "ETA" in on_tty.stdout
     assert_no_secrets(on_tty.stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import struct
 import subprocess
@@ -47,6 +48,7 @@ def test_nc_receives_exactly_what_acquire_writes(avml, raw_memory, images, tmp_p
         stop(receiver)
     assert received.read_bytes() == images[kind].read_bytes()
     assert f"streamed {received.stat().st_size} bytes" in done.stderr
+    assert f"sha256 {hashlib.sha256(received.read_bytes()).hexdigest()}" in done.stderr
 
 
 def test_a_dropped_connection_aborts_with_an_error(avml, tmp_path):

@@ -1,0 +1,148 @@
+import FoundationEssentials
+import Glibc
+import ImageFormats
+import MemorySources
+
+/// The chain-of-custody record written beside every image: what was taken,
+/// from where, when, how, and the SHA-256 of the file exactly as written.
+public struct Manifest: Codable, Sendable, Equatable {
+    public struct Tool: Codable, Sendable, Equatable {
+        public var name: String
+        public var version: String
+    }
+
+    public struct Host: Codable, Sendable, Equatable {
+        public var hostname: String
+        public var kernelRelease: String
+        public var machine: String
+        public var bootID: String?
+
+        enum CodingKeys: String, CodingKey {
+            case hostname
+            case kernelRelease = "kernel_release"
+            case machine
+            case bootID = "boot_id"
+        }
+    }
+
+    /// A physical address range; hex strings, because JSON numbers lose precision past 2^53.
+    public struct AddressRange: Codable, Sendable, Equatable {
+        public var start: String
+        /// Inclusive, as in /proc/iomem and LiME headers.
+        public var end: String
+
+        public init(_ range: Range<UInt64>) {
+            start = hex(range.lowerBound)
+            end = hex(range.upperBound - 1)
+        }
+    }
+
+    public struct Ranges: Codable, Sendable, Equatable {
+        public var planned: [AddressRange]
+        public var captured: [AddressRange]
+    }
+
+    public var tool: Tool
+    public var host: Host
+    /// Where the image went: a path, or "-" for standard output and streams.
+    public var image: String
+    /// The memory source that was read, nil when none worked.
+    public var source: String?
+    /// Errors of sources tried before `source`, in order.
+    public var sourceFailures: [String]
+    public var format: String
+    public var ranges: Ranges
+    public var zeroBlocksSkipped: Int
+    /// Pages that could not be read and were written as zeros.
+    public var unreadable: [AddressRange]
+    /// Bytes of the image as written; nil when the capture failed.
+    public var size: UInt64?
+    public var sha256: String?
+    public var startedAt: String
+    public var finishedAt: String
+    public var exitStatus: Int32
+    /// Why the capture failed, when it did.
+    public var error: String?
+
+    enum CodingKeys: String, CodingKey {
+        case tool, host, image, source, format, ranges, unreadable, size, sha256, error
+        case sourceFailures = "source_failures"
+        case zeroBlocksSkipped = "zero_blocks_skipped"
+        case startedAt = "started_at"
+        case finishedAt = "finished_at"
+        case exitStatus = "exit_status"
+    }
+
+    public static let toolVersion = "0.1.0"
+
+    /// A manifest for a finished capture, or for one that failed with `error`.
+    public init(
+        image: String, compressed: Bool, startedAt: Date, finishedAt: Date, result: AcquisitionResult?, error: Error?
+    ) {
+        tool = Tool(name: "avml", version: Self.toolVersion)
+        host = Self.currentHost()
+        self.image = image
+        source = result?.source.path
+        sourceFailures =
+            result?.earlierFailures ?? (error as? AllSourcesFailed)?.failures.map { "\($0.source): \($0.error)" } ?? []
+        format = compressed ? ImageFormat.limeCompressed.rawValue : ImageFormat.lime.rawValue
+        ranges = Ranges(
+            planned: (result?.plannedRanges ?? []).map(AddressRange.init),
+            captured: (result?.capturedRanges ?? []).map(AddressRange.init))
+        zeroBlocksSkipped = result?.statistics.zeroBlocksSkipped ?? 0
+        unreadable = (result?.unreadableRanges ?? []).map(AddressRange.init)
+        size = result?.imageSize
+        sha256 = result?.sha256
+        self.startedAt = Self.timestamp(startedAt)
+        self.finishedAt = Self.timestamp(finishedAt)
+        exitStatus = error == nil ? 0 : 1
+        self.error = error.map { String(describing: $0) }
+    }
+
+    /// ISO 8601 in UTC, to the second.
+    static func timestamp(_ date: Date) -> String {
+        date.formatted(.iso8601)
+    }
+
+    public static func currentHost() -> Host {
+        var names = utsname()
+        uname(&names)
+        func field<T>(_ value: T) -> String {
+            withUnsafeBytes(of: value) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+        }
+        let bootID = (try? readTextFile(path: "/proc/sys/kernel/random/boot_id"))?.filter { !$0.isWhitespace }
+        return Host(
+            hostname: field(names.nodename), kernelRelease: field(names.release), machine: field(names.machine), bootID: bootID)
+    }
+
+    /// The JSON text, keys sorted, for people and tools alike.
+    public func encoded() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(self)) + [0x0a]
+    }
+
+    /// Writes the manifest with the same care as an image: O_NOFOLLOW, mode 0600.
+    public func write(to path: String) throws {
+        _ = try writeImage(to: path) { file in try file.write(encoded()) }
+    }
+
+    /// Reads a manifest written by `write(to:)`.
+    public static func read(from path: String) throws -> Manifest {
+        try JSONDecoder().decode(Manifest.self, from: Data(readTextFile(path: path).utf8))
+    }
+
+    /// Where the manifest of an image goes unless `--manifest` says otherwise:
+    /// beside the image, or for standard output in the current directory.
+    public static func defaultPath(forImage image: String, host: String = currentHost().hostname, at date: Date = Date())
+        -> String
+    {
+        if ImageFile.isStandardOutputPath(image) {
+            let stamp = timestamp(date).filter { $0 != ":" }
+            return "avml-\(host.isEmpty ? "host" : host)-\(stamp).json"
+        }
+        return image + ".json"
+    }
+}

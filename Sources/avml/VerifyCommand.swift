@@ -1,0 +1,133 @@
+import ArgumentParser
+import FoundationEssentials
+import ImageFormats
+import ImagePipeline
+
+extension AVML {
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check every record of an image and, with a manifest, its size and SHA-256.",
+            discussion: "Exits 0 only when every check holds. IMAGE.json is used as the manifest when it exists.")
+
+        @Option(help: "The manifest to check against (default: IMAGE.json, if present).")
+        var manifest: String?
+
+        @Flag(help: "Show no progress on stderr.")
+        var quiet = false
+
+        @Argument(help: "The LiME or compressed image.")
+        var image: String
+
+        func run() throws {
+            let progress = ProgressLine("verify", quiet: quiet)
+            let result: VerificationResult
+            do {
+                result = try verifyImage(path: image, manifestPath: manifest, progress: progress.callback)
+            } catch {
+                progress.finish()
+                fail(error)
+            }
+            progress.finish()
+            let summary = result.summary
+            var text = "\(escapedForLog(image)): \(summary.records.count) records (\(summary.format)), "
+            text += "\(formatBytes(summary.memoryBytes)) of memory; every header, CRC and trailer checked"
+            if let manifest = result.manifest, let sha256 = result.sha256 {
+                text += "; size and sha256 \(sha256) match \(escapedForLog(manifest))"
+            } else {
+                text += "; no manifest, so the SHA-256 was not checked"
+            }
+            print(text)
+            let unreadable = summary.volatilityUnreadable
+            if let first = unreadable.first {
+                warn(
+                    "\(unreadable.count) compressed record(s) hold a stream longer than their memory (first: "
+                        + "\(hex(first.header.start))-\(hex(first.header.end))); Volatility 3's AVML layer loops forever on "
+                        + "such records. For Volatility, convert first: avml convert \(escapedForLog(image)) IMAGE.lime")
+            }
+        }
+    }
+
+    struct Info: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Describe an image: format, records, memory ranges, compression ratio and gaps.")
+
+        @Flag(help: "Print JSON instead of text.")
+        var json = false
+
+        @Argument(help: "The LiME or compressed image.")
+        var image: String
+
+        func run() throws {
+            let summary: ImageSummary
+            do {
+                summary = try ImageSummary.read(path: image)
+            } catch {
+                fail(error)
+            }
+            print(json ? infoJSON(summary) : infoText(summary))
+        }
+    }
+}
+
+func infoText(_ summary: ImageSummary) -> String {
+    var lines = [
+        "image:    \(escapedForLog(summary.path))",
+        "format:   \(summary.format)",
+        "records:  \(summary.records.count)",
+        "memory:   \(summary.memoryBytes) bytes (\(formatBytes(summary.memoryBytes)))",
+        "file:     \(summary.fileSize) bytes (\(formatBytes(summary.fileSize))), \(formatDecimal(summary.ratio, places: 3)) of the memory",
+        "ranges:",
+    ]
+    let line = { (range: Range<UInt64>) in
+        "    \(hex(range.lowerBound))-\(hex(range.upperBound - 1))  \(formatBytes(UInt64(range.count)))"
+    }
+    lines += summary.ranges.map(line)
+    lines.append("gaps:     \(summary.gaps.count)")
+    lines += summary.gaps.map(line)
+    let unreadable = summary.volatilityUnreadable.count
+    if unreadable > 0 {
+        lines.append("volatility: \(unreadable) compressed record(s) Volatility 3 cannot open; convert to LiME for it")
+    }
+    return lines.joined(separator: "\n")
+}
+
+func infoJSON(_ summary: ImageSummary) -> String {
+    struct Range: Encodable {
+        var start: String
+        var end: String
+        var bytes: UInt64
+    }
+    struct Record: Encodable {
+        var start: String
+        var end: String
+        var offset: UInt64
+        var storedBytes: UInt64
+        var compressed: Bool
+        var volatilityReadable: Bool
+    }
+    struct Info: Encodable {
+        var image: String
+        var format: String
+        var fileSize: UInt64
+        var memoryBytes: UInt64
+        var ratio: Double
+        var ranges: [Range]
+        var gaps: [Range]
+        var records: [Record]
+    }
+    let ranges = { (list: [Swift.Range<UInt64>]) in
+        list.map { Range(start: hex($0.lowerBound), end: hex($0.upperBound - 1), bytes: UInt64($0.count)) }
+    }
+    let info = Info(
+        image: summary.path, format: summary.format, fileSize: summary.fileSize, memoryBytes: summary.memoryBytes,
+        ratio: summary.ratio, ranges: ranges(summary.ranges), gaps: ranges(summary.gaps),
+        records: summary.records.map {
+            Record(
+                start: hex($0.header.start), end: hex($0.header.end), offset: $0.offset, storedBytes: $0.storedBytes,
+                compressed: $0.header.compressed, volatilityReadable: $0.volatilityCanRead)
+        })
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    return (try? encoder.encode(info)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+}

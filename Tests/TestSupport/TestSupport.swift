@@ -1,0 +1,83 @@
+// Helpers shared by the test targets: temporary directories and fast byte comparisons.
+import Glibc
+
+/// A fresh directory under /tmp, removed with everything in it when released.
+public final class TemporaryDirectory {
+    public let path: String
+
+    public init() {
+        var template = Array("/tmp/avml-test-XXXXXX".utf8CString)
+        path = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap(mkdtemp).map { String(cString: $0) } ?? "/tmp" }
+    }
+
+    deinit {
+        _ = system("rm -rf '\(path)'")
+    }
+
+    public subscript(name: String) -> String { "\(path)/\(name)" }
+
+    @discardableResult
+    public func write(_ name: String, _ bytes: [UInt8]) -> String {
+        let target = self[name]
+        let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        var offset = 0
+        bytes.withUnsafeBytes { raw in
+            while offset < raw.count, let base = raw.baseAddress {
+                let written = Glibc.write(fd, base + offset, raw.count - offset)
+                guard written > 0 else { break }
+                offset += written
+            }
+        }
+        close(fd)
+        return target
+    }
+
+    public func read(_ name: String) -> [UInt8]? {
+        let fd = open(self[name], O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var info = stat()
+        fstat(fd, &info)
+        let size = Int(info.st_size)
+        return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            count = 0
+            while count < size {
+                let got = Glibc.read(fd, buffer.baseAddress.map { $0 + count }, size - count)
+                guard got > 0 else { break }
+                count += got
+            }
+        }
+    }
+
+    public func exists(_ name: String) -> Bool {
+        var info = stat()
+        return lstat(self[name], &info) == 0
+    }
+}
+
+/// Concatenates byte arrays with memcpy (debug builds copy generic sequences byte by byte).
+public func joined(_ parts: [[UInt8]]) -> [UInt8] {
+    let total = parts.reduce(0) { $0 + $1.count }
+    return [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
+        var offset = 0
+        for part in parts {
+            part.withUnsafeBytes {
+                UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset..<offset + part.count])
+                    .copyMemory(from: $0)
+            }
+            offset += part.count
+        }
+        initialized = total
+    }
+}
+
+/// Byte equality through memcmp: fast in debug builds, and a failure prints no megabytes of bytes.
+public func same(_ a: [UInt8]?, _ b: [UInt8]?) -> Bool {
+    guard let a, let b, a.count == b.count else { return false }
+    return a.withUnsafeBytes { x in
+        b.withUnsafeBytes { y in
+            guard let left = x.baseAddress, let right = y.baseAddress else { return true }
+            return memcmp(left, right, x.count) == 0
+        }
+    }
+}
