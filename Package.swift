@@ -14,6 +14,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // CRC-32C with the CPU's instruction (SSE4.2 / ARMv8 CRC) and a table fallback.
@@ -47,10 +50,26 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // Sending images elsewhere: HTTP PUT, Azure Block Blob, TCP; retries and URL redaction.
+        .target(
+            name: "NetworkSinks",
+            dependencies: [
+                "ImageFormats",
+                "ImagePipeline",
+                "MemorySources",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .executableTarget(
             name: "avml",
             dependencies: [
                 "ImagePipeline",
+                "NetworkSinks",
                 "MemorySources",
                 "ImageFormats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -66,6 +85,7 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "TestSupport"]),
+        .testTarget(name: "NetworkSinksTests", dependencies: ["NetworkSinks", "ImagePipeline"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -135,7 +135,10 @@ public struct Acquisition: Sendable {
         return result
     }
 
-    func plannedRanges() throws(SourceError) -> [Range<UInt64>] {
+    /// The memory to capture: System RAM from `--iomem` or /proc/iomem, or a raw file's extent.
+    /// Streams size their uploads from it.
+    /// - Throws: `SourceError` when the map or the raw file cannot be read.
+    public func plannedRanges() throws(SourceError) -> [Range<UInt64>] {
         if let iomemPath {
             return try IOMem.systemRAM(readTextFile(path: iomemPath), path: iomemPath)
         }

@@ -8,7 +8,7 @@ struct AVML: ParsableCommand {
         commandName: "avml",
         abstract: "Acquire volatile memory for Linux: capture, convert and verify physical memory images.",
         version: "0.1.0",
-        subcommands: [Acquire.self, Convert.self, Verify.self, Info.self]
+        subcommands: [Acquire.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self]
     )
 }
 

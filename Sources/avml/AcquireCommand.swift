@@ -29,6 +29,8 @@ extension AVML {
 
         @OptionGroup var pipeline: PipelineOptions
 
+        @OptionGroup var upload: UploadOptions
+
         @Argument(help: "Image to write (created mode 0600; a symlink here is refused; /dev/stdout streams).")
         var filename: String
 
@@ -38,6 +40,9 @@ extension AVML {
             }
             if let maxDiskUsagePercentage, !(maxDiskUsagePercentage >= 0.01 && maxDiskUsagePercentage <= 100) {
                 throw ValidationError("--max-disk-usage-percentage must be between 0.01 and 100")
+            }
+            if upload.destination != nil && ImageFile.isStandardOutputPath(filename) {
+                throw ValidationError("--url and --sas-url upload a file; to send memory without one, use `avml stream`")
             }
         }
 
@@ -78,6 +83,7 @@ extension AVML {
             if !pipeline.quiet {
                 FileHandleStandardError.write(summary(result, seconds: monotonicSeconds() - clock, manifest: manifestPath) + "\n")
             }
+            upload.uploadIfRequested(file: filename, quiet: pipeline.quiet)
         }
     }
 }

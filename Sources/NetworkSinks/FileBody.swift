@@ -1,0 +1,103 @@
+import AsyncHTTPClient
+import Glibc
+import NIOCore
+import SystemPackage
+
+/// A finished image opened for upload: a regular file, read with `pread` in chunks,
+/// so no upload ever holds the whole file in memory.
+final class UploadSource: Sendable {
+    let path: String
+    let size: UInt64
+    private let descriptor: SystemPackage.FileDescriptor
+
+    /// Opens `path` read-only and checks it is a regular file.
+    /// - Throws: `UploadError.localFile` (open, fstat) or `.notRegularFile`.
+    init(path: String) throws(UploadError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .localFile(operation: "open", path: path, errno: Errno(rawValue: errno), offset: nil) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let failure = Errno(rawValue: errno)
+            close(fd)
+            throw .localFile(operation: "stat", path: path, errno: failure, offset: nil)
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw .notRegularFile(path)
+        }
+        descriptor = SystemPackage.FileDescriptor(rawValue: fd)
+        size = UInt64(info.st_size)
+    }
+
+    deinit {
+        try? descriptor.close()
+    }
+
+    /// An HTTP body streaming `range` of the file, `chunkSize` bytes at a time.
+    func body(_ range: Range<UInt64>, progress: AttemptProgress) -> HTTPClientRequest.Body {
+        .stream(FileChunks(source: self, range: range, progress: progress), length: .known(Int64(range.count)))
+    }
+
+    /// Reads `count` bytes at `offset` into a new buffer.
+    /// - Throws: `UploadError.localFile` on a read error, `.fileChanged` if the file got shorter.
+    func read(offset: UInt64, count: Int) throws(UploadError) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: count)
+        var filled = 0
+        while filled < count {
+            let result: Int
+            do {
+                result = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count - filled) { raw in
+                    try descriptor.read(
+                        fromAbsoluteOffset: Int64(offset) + Int64(filled),
+                        into: UnsafeMutableRawBufferPointer(rebasing: raw[..<(count - filled)]), retryOnInterrupt: true)
+                }
+            } catch {
+                throw .localFile(
+                    operation: "read", path: path, errno: error as? Errno ?? .ioError, offset: offset + UInt64(filled))
+            }
+            if result == 0 {
+                throw .fileChanged(path: path, expected: size, actual: offset + UInt64(filled))
+            }
+            filled += result
+        }
+        return buffer
+    }
+
+    /// The file's current size, to notice an image that changed during the upload.
+    func currentSize() -> UInt64? {
+        var info = stat()
+        guard fstat(descriptor.rawValue, &info) == 0 else { return nil }
+        return UInt64(info.st_size)
+    }
+}
+
+/// Part of a file as an async sequence of 1 MiB buffers, for a streamed request body.
+struct FileChunks: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    static let chunkSize = 1 << 20
+
+    let source: UploadSource
+    let range: Range<UInt64>
+    let progress: AttemptProgress
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let source: UploadSource
+        let end: UInt64
+        let progress: AttemptProgress
+        var position: UInt64
+
+        mutating func next() async throws -> ByteBuffer? {
+            guard position < end else { return nil }
+            let count = Int(Swift.min(UInt64(FileChunks.chunkSize), end - position))
+            let buffer = try source.read(offset: position, count: count)
+            position += UInt64(count)
+            progress.add(count)
+            return buffer
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(source: source, end: range.upperBound, progress: progress, position: range.lowerBound)
+    }
+}

@@ -1,0 +1,103 @@
+import Glibc
+import ImagePipeline
+import SystemPackage
+
+/// Where `acquire --url/--sas-url` and `avml upload` send a finished image.
+public enum UploadDestination: Sendable, Equatable {
+    /// One HTTP PUT (`--url`, `upload put`).
+    case put(url: String)
+    /// An Azure Block Blob (`--sas-url`, `upload blob`).
+    case blob(sasURL: String, blockSizeMiB: UInt64?, concurrency: Int?)
+}
+
+/// Uploading a finished image file, from synchronous code.
+public enum FileUpload {
+    /// Uploads `path` and, if asked, deletes it once the destination confirmed the
+    /// upload (2xx; for a blob, the committed block list).
+    ///
+    /// - Parameters:
+    ///   - path: the image file.
+    ///   - destination: a PUT URL or an Azure SAS URL with block options.
+    ///   - deleteAfterUpload: `--delete`; the file is kept if anything fails.
+    ///   - settings: retries, time-outs, proxy and CA bundle.
+    ///   - progress: bytes sent so far and the file's size.
+    /// - Returns: what the destination confirmed.
+    /// - Throws: `UploadError`; the local file is then untouched.
+    public static func run(
+        file path: String, to destination: UploadDestination, deleteAfterUpload: Bool = false,
+        settings: TransferSettings, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil
+    ) throws -> UploadReceipt {
+        var receipt = try Blocking.run { () async throws(UploadError) -> UploadReceipt in
+            switch destination {
+            case .put(let url):
+                return try await HTTPPutUpload.upload(file: path, to: url, settings: settings, progress: progress)
+            case .blob(let url, let blockSizeMiB, let concurrency):
+                return try await AzureBlockBlobUpload.upload(
+                    file: path, to: url, blockSizeMiB: blockSizeMiB, concurrency: concurrency, settings: settings,
+                    progress: progress)
+            }
+        }
+        if deleteAfterUpload {
+            guard unlink(path) == 0 else { throw UploadError.deleteFailed(path: path, errno: Errno(rawValue: errno)) }
+            receipt.deletedLocalFile = true
+        }
+        return receipt
+    }
+}
+
+/// Acquisition straight to the network, with no local file: the source is probed
+/// once (kcore, crash, mem) or given with `--source`, since a stream cannot be
+/// taken back to try another.
+public enum ImageStreaming {
+    /// Captures memory into an Azure Block Blob (`avml stream blob`).
+    ///
+    /// The blob's block size is planned from the memory to capture plus 100 MiB.
+    /// - Returns: what was captured and what was committed.
+    /// - Throws: the first failed block's `UploadError` (nothing is committed), or the capture's error.
+    public static func toBlob(
+        _ acquisition: Acquisition, sasURL: String, blockSizeMiB: UInt64? = nil, concurrency: Int? = nil,
+        settings: TransferSettings, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil
+    ) throws -> (AcquisitionResult, UploadReceipt) {
+        let memory = try acquisition.plannedRanges().reduce(UInt64(0)) { $0 + UInt64($1.count) }
+        let sink = try AzureBlockBlobSink(
+            sasURL: sasURL, estimatedSize: BlockPlan.streamEstimate(memoryBytes: memory), blockSizeMiB: blockSizeMiB,
+            concurrency: concurrency, settings: settings)
+        let result: AcquisitionResult
+        do {
+            result = try acquisition.run(to: sink, progress: progress)
+        } catch {
+            let failure = sink.failure
+            sink.abort()
+            throw failure ?? error
+        }
+        return (result, try sink.finish())
+    }
+
+    /// Captures memory over TCP to `address` (`avml stream tcp HOST:PORT`).
+    /// - Returns: what was captured and the bytes sent.
+    /// - Throws: `TCPSinkError` (connection refused, dropped, stalled) or the capture's error.
+    public static func toTCP(
+        _ acquisition: Acquisition, address: String, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil
+    ) throws -> (AcquisitionResult, UInt64) {
+        _ = try acquisition.plannedRanges()  // a bad --iomem or --source fails before connecting
+        let sink = try TCPSink(address: address)
+        let result: AcquisitionResult
+        do {
+            result = try acquisition.run(to: sink, progress: progress)
+        } catch let error as TCPSinkError {
+            sink.abort()
+            throw error
+        } catch {
+            sink.abort()
+            throw sinkError(in: error) ?? error
+        }
+        try sink.finish()
+        return (result, sink.bytesSent)
+    }
+
+    /// The TCP error inside an `AllSourcesFailed`: the stream failed, not the memory source.
+    private static func sinkError(in error: Error) -> TCPSinkError? {
+        guard let all = error as? AllSourcesFailed else { return nil }
+        return all.failures.lazy.compactMap { $0.error as? TCPSinkError }.first
+    }
+}

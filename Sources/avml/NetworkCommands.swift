@@ -1,0 +1,218 @@
+import ArgumentParser
+import ImageFormats
+import ImagePipeline
+import MemorySources
+import NetworkSinks
+
+/// Azure Block Blob options, with AVML's names.
+struct BlobOptions: ParsableArguments {
+    @Option(help: "Smallest Azure block, in MiB (5-4000; larger images get larger blocks, up to 50,000 of them).")
+    var sasBlockSize: UInt64?
+
+    @Option(help: "Azure blocks uploaded at once (default 10; fewer when blocks are large: 500 MiB in flight at most).")
+    var sasBlockConcurrency: Int = BlockPlan.defaultConcurrency
+
+    func validate() throws {
+        if let sasBlockSize, !(1...4000).contains(sasBlockSize) {
+            throw ValidationError("--sas-block-size must be between 1 and 4000 (MiB)")
+        }
+        guard (1...1000).contains(sasBlockConcurrency) else {
+            throw ValidationError("--sas-block-concurrency must be between 1 and 1000")
+        }
+    }
+}
+
+/// `acquire`'s upload options, with AVML's names.
+struct UploadOptions: ParsableArguments {
+    @Option(help: "After acquiring, upload the image with one HTTP PUT to this URL (S3 or GCS presigned, Azure SAS).")
+    var url: String?
+
+    @Option(help: "After acquiring, upload the image as an Azure Block Blob to this SAS URL.")
+    var sasUrl: String?
+
+    @Flag(help: "Delete the local image once the upload is confirmed (a failed upload keeps it).")
+    var delete = false
+
+    @OptionGroup var blob: BlobOptions
+
+    func validate() throws {
+        if url != nil && sasUrl != nil { throw ValidationError("--url and --sas-url cannot be used together") }
+        if delete && destination == nil { throw ValidationError("--delete needs --url or --sas-url") }
+    }
+
+    var destination: UploadDestination? {
+        if let url { return .put(url: url) }
+        if let sasUrl {
+            return .blob(sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency)
+        }
+        return nil
+    }
+
+    /// Uploads `file` as asked, reporting progress and retries; exits 1 on failure, keeping the file.
+    func uploadIfRequested(file: String, quiet: Bool) {
+        guard let destination else { return }
+        uploadFile(file, to: destination, delete: delete, quiet: quiet)
+    }
+}
+
+/// Uploads `file`, printing progress and retries on standard error; exits 1 on failure.
+func uploadFile(_ file: String, to destination: UploadDestination, delete: Bool, quiet: Bool) {
+    let progress = ProgressLine("upload", quiet: quiet)
+    let settings = TransferSettings.fromProcessEnvironment(onRetry: retryReporter(progress))
+    do {
+        let receipt = try FileUpload.run(
+            file: file, to: destination, deleteAfterUpload: delete, settings: settings, progress: progress.callback)
+        progress.finish()
+        var text = "avml: uploaded \(receipt.bytes) bytes to \(receipt.url)"
+        if let blocks = receipt.blocks { text += " as \(blocks) blocks" }
+        if receipt.deletedLocalFile { text += "; deleted \(escapedForLog(file))" }
+        if !quiet || receipt.deletedLocalFile { FileHandleStandardError.write(text + "\n") }
+    } catch {
+        progress.finish()
+        if delete { FileHandleStandardError.write("note: \(escapedForLog(file)) was kept\n") }
+        fail(error)
+    }
+}
+
+/// Prints each retried request on standard error, clearing the progress line first.
+func retryReporter(_ progress: ProgressLine) -> @Sendable (String) -> Void {
+    { message in
+        progress.finish()
+        warn(message)
+    }
+}
+
+/// What a stream captures: `acquire`'s options, less the file ones.
+struct StreamAcquisitionOptions: ParsableArguments {
+    @Flag(help: "Send AVML's Snappy-compressed format instead of LiME.")
+    var compress = false
+
+    @Option(help: "Read memory from /dev/crash, /proc/kcore, /dev/mem, or a raw memory file (default: the first that opens).")
+    var source: String?
+
+    @Option(help: "Plan from this saved /proc/iomem instead of the live one.")
+    var iomem: String?
+
+    @OptionGroup var pipeline: PipelineOptions
+
+    func acquisition(destination: String) -> Acquisition {
+        Acquisition(
+            destination: destination, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
+            iomemPath: iomem, threads: pipeline.threads)
+    }
+}
+
+extension AVML {
+    struct Upload: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upload a finished image: one HTTP PUT, or an Azure Block Blob.",
+            subcommands: [Put.self, Blob.self])
+
+        struct Put: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Upload FILE with one HTTP PUT (S3 or GCS presigned URL, Azure SAS URL).")
+
+            @Argument(help: "Image to upload.")
+            var file: String
+
+            @Argument(help: "Destination URL (its query string is never printed).")
+            var url: String
+
+            @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
+            var quiet = false
+
+            func run() throws {
+                uploadFile(file, to: .put(url: url), delete: false, quiet: quiet)
+            }
+        }
+
+        struct Blob: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Upload FILE as an Azure Block Blob (Put Block, Put Block List).", aliases: ["upload-blob"])
+
+            @OptionGroup var blob: BlobOptions
+
+            @Argument(help: "Image to upload.")
+            var file: String
+
+            @Argument(help: "The blob's SAS URL (its query string is never printed).")
+            var sasUrl: String
+
+            @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
+            var quiet = false
+
+            func run() throws {
+                let destination = UploadDestination.blob(
+                    sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency)
+                uploadFile(file, to: destination, delete: false, quiet: quiet)
+            }
+        }
+    }
+
+    struct Stream: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Capture memory straight to the network, with no local file.",
+            subcommands: [StreamBlob.self, StreamTCP.self])
+
+        struct StreamBlob: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "blob", abstract: "Capture memory into an Azure Block Blob.")
+
+            @OptionGroup var capture: StreamAcquisitionOptions
+
+            @OptionGroup var blob: BlobOptions
+
+            @Argument(help: "The blob's SAS URL (its query string is never printed).")
+            var sasUrl: String
+
+            func run() throws {
+                let progress = ProgressLine("stream", quiet: capture.pipeline.quiet)
+                let settings = TransferSettings.fromProcessEnvironment(onRetry: retryReporter(progress))
+                do {
+                    let (result, receipt) = try ImageStreaming.toBlob(
+                        capture.acquisition(destination: Redaction.redactedURL(sasUrl)), sasURL: sasUrl,
+                        blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency, settings: settings,
+                        progress: progress.callback)
+                    progress.finish()
+                    reportUnreadable(result.unreadableRanges)
+                    if !capture.pipeline.quiet {
+                        FileHandleStandardError.write(
+                            "avml: streamed \(receipt.bytes) bytes from \(result.source) to \(receipt.url) "
+                                + "as \(receipt.blocks ?? 0) blocks; sha256 \(result.sha256)\n")
+                    }
+                } catch {
+                    progress.finish()
+                    fail(error)
+                }
+            }
+        }
+
+        struct StreamTCP: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "tcp", abstract: "Capture memory over a plain TCP connection (e.g. to `nc -l PORT > image`).")
+
+            @OptionGroup var capture: StreamAcquisitionOptions
+
+            @Argument(help: "Receiver as HOST:PORT, IPv4:PORT or [IPv6]:PORT.")
+            var destination: String
+
+            func run() throws {
+                let progress = ProgressLine("stream", quiet: capture.pipeline.quiet)
+                do {
+                    let (result, sent) = try ImageStreaming.toTCP(
+                        capture.acquisition(destination: destination), address: destination, progress: progress.callback)
+                    progress.finish()
+                    reportUnreadable(result.unreadableRanges)
+                    if !capture.pipeline.quiet {
+                        FileHandleStandardError.write(
+                            "avml: streamed \(sent) bytes from \(result.source) to \(escapedForLog(destination)); "
+                                + "sha256 \(result.sha256)\n")
+                    }
+                } catch {
+                    progress.finish()
+                    fail(error)
+                }
+            }
+        }
+    }
+}
