@@ -51,41 +51,63 @@ extension AVML {
                 destination: filename, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
                 iomemPath: iomem, diskUsage: DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage),
                 threads: pipeline.threads)
-            let progress = ProgressLine("acquire", quiet: pipeline.quiet)
-            let started = Date()
-            let clock = monotonicSeconds()
-            var result: AcquisitionResult?
-            var failure: Error?
-            do {
-                result = try acquisition.run(progress: progress.callback)
-            } catch {
-                failure = error
-            }
-            progress.finish()
-            let manifestPath = manifest ?? Manifest.defaultPath(forImage: filename)
-            let record = Manifest(
-                image: ImageFile.isStandardOutputPath(filename) ? "-" : filename, compressed: compress, startedAt: started,
-                finishedAt: Date(), result: result, error: failure)
-            if let failure {
-                do { try record.write(to: manifestPath) } catch { warn("could not record the failure in the manifest: \(error)") }
-                fail(failure)
-            }
-            guard let result else { return }
-            do {
-                try record.write(to: manifestPath)
-            } catch {
-                fail(ManifestNotWritten(image: filename, cause: error))
-            }
-            for failure in result.earlierFailures {
-                warn("source failed, tried the next: \(failure)")
-            }
-            reportUnreadable(result.unreadableRanges)
-            if !pipeline.quiet {
-                FileHandleStandardError.write(summary(result, seconds: monotonicSeconds() - clock, manifest: manifestPath) + "\n")
+            _ = runCapture(
+                "acquire", image: ImageFile.isStandardOutputPath(filename) ? "-" : filename, compressed: compress,
+                manifest: manifest ?? Manifest.defaultPath(forImage: filename), quiet: pipeline.quiet
+            ) { progress in
+                try acquisition.run(progress: progress)
             }
             upload.uploadIfRequested(file: filename, quiet: pipeline.quiet)
         }
     }
+}
+
+/// Runs a capture, records it in a manifest and reports it: the one path of every
+/// command that reads memory. On failure the manifest records why, and the
+/// process exits 1.
+///
+/// - Parameters:
+///   - label: the progress line's label.
+///   - image: what the manifest names as the image: a path, "-", or a redacted destination.
+///   - compressed: the image's format.
+///   - manifest: where the manifest goes.
+///   - quiet: no progress and no summary.
+///   - capture: the capture itself, given the progress callback.
+/// - Returns: what was captured.
+func runCapture(
+    _ label: String, image: String, compressed: Bool, manifest: String, quiet: Bool,
+    _ capture: ((@Sendable (UInt64, UInt64) -> Void)?) throws -> AcquisitionResult
+) -> AcquisitionResult {
+    let progress = ProgressLine(label, quiet: quiet)
+    let started = Date()
+    let clock = monotonicSeconds()
+    var result: AcquisitionResult?
+    var failure: Error?
+    do {
+        result = try capture(progress.callback)
+    } catch {
+        failure = error
+    }
+    progress.finish()
+    let record = Manifest(
+        image: image, compressed: compressed, startedAt: started, finishedAt: Date(), result: result, error: failure)
+    guard let result else {
+        do { try record.write(to: manifest) } catch { warn("could not record the failure in the manifest: \(error)") }
+        fail(failure ?? ManifestNotWritten(image: image, cause: nil))
+    }
+    do {
+        try record.write(to: manifest)
+    } catch {
+        fail(ManifestNotWritten(image: image, cause: error))
+    }
+    for earlier in result.earlierFailures {
+        warn("source failed, tried the next: \(earlier)")
+    }
+    reportUnreadable(result.unreadableRanges)
+    if !quiet {
+        FileHandleStandardError.write(summary(result, seconds: monotonicSeconds() - clock, manifest: manifest) + "\n")
+    }
+    return result
 }
 
 /// The image is complete but its manifest is not: the responder must know.

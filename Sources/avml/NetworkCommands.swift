@@ -93,7 +93,13 @@ struct StreamAcquisitionOptions: ParsableArguments {
     @Option(help: "Plan from this saved /proc/iomem instead of the live one.")
     var iomem: String?
 
+    @Option(help: "Write the manifest (hashes, ranges, host, times) here instead of avml-HOST-TIME.json in this directory.")
+    var manifest: String?
+
     @OptionGroup var pipeline: PipelineOptions
+
+    /// Where the stream's manifest goes.
+    var manifestPath: String { manifest ?? Manifest.defaultPath(forImage: "-") }
 
     func acquisition(destination: String) -> Acquisition {
         Acquisition(
@@ -166,23 +172,22 @@ extension AVML {
             var sasUrl: String
 
             func run() throws {
-                let progress = ProgressLine("stream", quiet: capture.pipeline.quiet)
-                let settings = TransferSettings.fromProcessEnvironment(onRetry: retryReporter(progress))
-                do {
-                    let (result, receipt) = try ImageStreaming.toBlob(
-                        capture.acquisition(destination: Redaction.redactedURL(sasUrl)), sasURL: sasUrl,
-                        blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency, settings: settings,
-                        progress: progress.callback)
-                    progress.finish()
-                    reportUnreadable(result.unreadableRanges)
-                    if !capture.pipeline.quiet {
-                        FileHandleStandardError.write(
-                            "avml: streamed \(receipt.bytes) bytes from \(result.source) to \(receipt.url) "
-                                + "as \(receipt.blocks ?? 0) blocks; sha256 \(result.sha256)\n")
-                    }
-                } catch {
-                    progress.finish()
-                    fail(error)
+                let target = Redaction.redactedURL(sasUrl)
+                var receipt: UploadReceipt?
+                _ = runCapture(
+                    "stream", image: target, compressed: capture.compress, manifest: capture.manifestPath,
+                    quiet: capture.pipeline.quiet
+                ) { progress in
+                    let settings = TransferSettings.fromProcessEnvironment(onRetry: { warn($0) })
+                    let (result, sent) = try ImageStreaming.toBlob(
+                        capture.acquisition(destination: target), sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize,
+                        concurrency: blob.sasBlockConcurrency, settings: settings, progress: progress)
+                    receipt = sent
+                    return result
+                }
+                if let receipt, !capture.pipeline.quiet {
+                    FileHandleStandardError.write(
+                        "avml: streamed \(receipt.bytes) bytes to \(receipt.url) as \(receipt.blocks ?? 0) blocks\n")
                 }
             }
         }
@@ -197,20 +202,18 @@ extension AVML {
             var destination: String
 
             func run() throws {
-                let progress = ProgressLine("stream", quiet: capture.pipeline.quiet)
-                do {
-                    let (result, sent) = try ImageStreaming.toTCP(
-                        capture.acquisition(destination: destination), address: destination, progress: progress.callback)
-                    progress.finish()
-                    reportUnreadable(result.unreadableRanges)
-                    if !capture.pipeline.quiet {
-                        FileHandleStandardError.write(
-                            "avml: streamed \(sent) bytes from \(result.source) to \(escapedForLog(destination)); "
-                                + "sha256 \(result.sha256)\n")
-                    }
-                } catch {
-                    progress.finish()
-                    fail(error)
+                var sent: UInt64 = 0
+                _ = runCapture(
+                    "stream", image: destination, compressed: capture.compress, manifest: capture.manifestPath,
+                    quiet: capture.pipeline.quiet
+                ) { progress in
+                    let (result, bytes) = try ImageStreaming.toTCP(
+                        capture.acquisition(destination: destination), address: destination, progress: progress)
+                    sent = bytes
+                    return result
+                }
+                if !capture.pipeline.quiet {
+                    FileHandleStandardError.write("avml: streamed \(sent) bytes to \(escapedForLog(destination))\n")
                 }
             }
         }

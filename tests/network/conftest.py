@@ -16,6 +16,7 @@ import random
 import select
 import signal
 import socket
+import tempfile
 import subprocess
 import sys
 import threading
@@ -44,6 +45,9 @@ def avml() -> str:
     return path
 
 
+SCRATCH = tempfile.mkdtemp(prefix="avml-network-tests-")
+
+
 def run(args, env=None, timeout=180, **kwargs) -> subprocess.CompletedProcess:
     """Runs a command with a time limit, capturing text output."""
     full_env = dict(os.environ)
@@ -52,6 +56,8 @@ def run(args, env=None, timeout=180, **kwargs) -> subprocess.CompletedProcess:
     full_env.pop("HTTP_PROXY", None)
     full_env.pop("http_proxy", None)
     full_env.update(env or {})
+    # Streams write their manifest to the working directory unless told otherwise.
+    kwargs.setdefault("cwd", SCRATCH)
     return subprocess.run(args, env=full_env, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import struct
 import subprocess
@@ -40,15 +41,22 @@ def test_nc_receives_exactly_what_acquire_writes(avml, raw_memory, images, tmp_p
     received = tmp_path / "received"
     receiver = nc_receive(port, received)
     flags = ["--compress"] if kind == "compressed" else []
+    manifest = tmp_path / "stream.json"
     try:
-        done = run([avml, "stream", "tcp", *flags, "--source", str(raw_memory), f"127.0.0.1:{port}"], timeout=60)
+        done = run([avml, "stream", "tcp", *flags, "--source", str(raw_memory), "--manifest", str(manifest),
+                    f"127.0.0.1:{port}"], timeout=60)
         assert done.returncode == 0, done.stderr
         assert receiver.wait(timeout=30) == 0
     finally:
         stop(receiver)
     assert received.read_bytes() == images[kind].read_bytes()
     assert f"streamed {received.stat().st_size} bytes" in done.stderr
-    assert f"sha256 {hashlib.sha256(received.read_bytes()).hexdigest()}" in done.stderr
+    digest = hashlib.sha256(received.read_bytes()).hexdigest()
+    assert f"sha256 {digest}" in done.stderr
+    record = json.loads(manifest.read_text())
+    assert record["sha256"] == digest and record["size"] == received.stat().st_size
+    assert record["image"] == f"127.0.0.1:{port}" and record["exit_status"] == 0
+    assert record["format"] == ("lime_compressed" if kind == "compressed" else "lime")
 
 
 def test_a_dropped_connection_aborts_with_an_error(avml, tmp_path):
