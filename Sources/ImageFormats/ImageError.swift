@@ -14,7 +14,6 @@ public struct ImageError: Error, Sendable, CustomStringConvertible {
         case chunkTooLarge(Int)
         case decodedTooMuch(declared: UInt64)
         case trailerMismatch(stored: UInt64, actual: UInt64)
-        case unexpectedFormat(expected: ImageFormat, found: ImageFormat)
     }
 
     public var reason: Reason
@@ -47,8 +46,6 @@ public struct ImageError: Error, Sendable, CustomStringConvertible {
             text += "compressed data decodes to more than the record's \(declared) bytes"
         case .trailerMismatch(let stored, let actual):
             text += "compressed-size trailer says \(stored) bytes, but the stream is \(actual) bytes"
-        case .unexpectedFormat(let expected, let found):
-            text += "record is \(found), but the source format given is \(expected)"
         }
         if let record {
             text += " (record \(hex(record.start))-\(hex(record.end))"

@@ -27,6 +27,7 @@ public enum RecordHeaderError: Error, Equatable, Sendable, CustomStringConvertib
     case badVersion(magic: UInt32, version: UInt32)
     case endBeforeStart(start: UInt64, end: UInt64)
     case reservedNotZero(UInt64)
+    case endAtLastAddress
 
     public var description: String {
         switch self {
@@ -39,6 +40,8 @@ public enum RecordHeaderError: Error, Equatable, Sendable, CustomStringConvertib
             return "end \(hex(end)) is before start \(hex(start))"
         case .reservedNotZero(let value):
             return "reserved field is \(hex(value)), not zero"
+        case .endAtLastAddress:
+            return "end is the last 64-bit address, where no memory can be"
         }
     }
 }
@@ -57,7 +60,7 @@ public struct RecordHeader: Equatable, Sendable {
     public var end: UInt64
 
     public init(compressed: Bool, start: UInt64, end: UInt64) {
-        precondition(end >= start && end - start < UInt64.max, "record range must be non-empty and addressable")
+        precondition(end >= start && end < UInt64.max, "record range must be non-empty and below the last address")
         self.compressed = compressed
         self.start = start
         self.end = end
@@ -102,8 +105,10 @@ public struct RecordHeader: Equatable, Sendable {
         }
         guard version == (compressed ? 2 : 1) else { throw .badVersion(magic: magic, version: version) }
         guard reserved == 0 else { throw .reservedNotZero(reserved) }
-        // A record covering all 2^64 addresses has no representable length.
-        guard end >= start, end - start < UInt64.max else { throw .endBeforeStart(start: start, end: end) }
+        guard end >= start else { throw .endBeforeStart(start: start, end: end) }
+        // No machine has memory at the last address, and an exclusive end past it
+        // would overflow every range computed from the record.
+        guard end < UInt64.max else { throw .endAtLastAddress }
         return RecordHeader(compressed: compressed, start: start, end: end)
     }
 

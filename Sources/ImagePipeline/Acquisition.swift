@@ -144,7 +144,7 @@ public struct Acquisition: Sendable {
         }
         if case .rawFile(let path) = source {
             let size = try LinearMemoryReader(path: path).fileSize
-            guard size > 0 else { throw SourceError(.shortRead(address: 0, count: 1), path: path) }
+            guard size > 0 else { throw SourceError(.noSize, path: path) }
             return [0..<size]
         }
         return try IOMem.systemRAM(readTextFile(path: "/proc/iomem"))
@@ -177,6 +177,8 @@ public struct Acquisition: Sendable {
                 return result
             } catch let error as OutputError {
                 throw error  // the destination failed, not the source: another source cannot help
+            } catch let error as Interrupted {
+                throw error
             } catch {
                 failures.append((candidate, error))
             }

@@ -76,9 +76,10 @@ public struct Conversion: Sendable {
         try withBlockBuffer { buffer in
             while let record = try reader.nextRecord() {
                 if record.header.start > output.offset {
-                    try output.writeZeros(record.header.start - output.offset)
+                    try output.skipZeros(record.header.start - output.offset)
                 }
                 while case let count = try reader.readBody(into: buffer), count > 0 {
+                    try Interruption.check()
                     try output.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
                     statistics.memoryBytes += UInt64(count)
                     progress?(reader.position, reader.fileSize)
@@ -102,6 +103,7 @@ public struct Conversion: Sendable {
                 if record.header.compressed {
                     try output.write(RecordHeader(compressed: false, start: record.header.start, end: record.header.end).bytes)
                     while case let count = try reader.readBody(into: buffer), count > 0 {
+                        try Interruption.check()
                         try output.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
                         progress?(reader.position, reader.fileSize)
                     }
@@ -111,6 +113,7 @@ public struct Conversion: Sendable {
                 }
                 var start = record.header.start
                 while case let count = try reader.readBody(into: buffer), count > 0 {
+                    try Interruption.check()
                     let block = UnsafeRawBufferPointer(rebasing: buffer[..<count])
                     if isAllZero(block) {
                         statistics.zeroBlocksSkipped += 1
@@ -153,7 +156,11 @@ public func writeImage<T>(to path: String, _ body: (ImageFile) throws -> T) thro
         try output.finish()
         return result
     } catch {
-        try? output.discard()
+        do {
+            try output.discard()
+        } catch let removal {
+            throw IncompleteImageLeft(cause: error, removal: removal)
+        }
         throw error
     }
 }

@@ -40,20 +40,31 @@ public final class ImageFile: ImageSink {
             return
         }
         isStandardOutput = false
-        let flags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC
-        let fd = path.withCString { open($0, flags, mode_t(0o600)) }
+        // Not O_TRUNC: a file that exists under another name too (a planted hard
+        // link) must be refused before anything in it is lost.
+        let fd = path.withCString { open($0, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode_t(0o600)) }
         guard fd >= 0 else { throw OutputError(.create, path: path, errno: Errno(rawValue: errno)) }
         descriptor = FileDescriptor(rawValue: fd)
         var info = stat()
-        if fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG {
-            identity = (UInt64(info.st_dev), UInt64(info.st_ino))
-            if info.st_mode & 0o7777 != 0o600 && fchmod(fd, 0o600) != 0 {
-                let failure = Errno(rawValue: errno)
-                _ = Glibc.close(fd)
-                throw OutputError(.create, path: path, errno: failure)
-            }
-        } else {
-            identity = nil  // a device or FIFO: written to, never removed
+        guard fstat(fd, &info) == 0 else {
+            let failure = Errno(rawValue: errno)
+            _ = Glibc.close(fd)
+            throw OutputError(.create, path: path, errno: failure)
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            identity = nil  // a device or FIFO: written to, never truncated or removed
+            return
+        }
+        identity = (UInt64(info.st_dev), UInt64(info.st_ino))
+        var failure: Errno?
+        if info.st_nlink > 1 {
+            failure = .tooManyLinks
+        } else if ftruncate(fd, 0) != 0 || (info.st_mode & 0o7777 != 0o600 && fchmod(fd, 0o600) != 0) {
+            failure = Errno(rawValue: errno)
+        }
+        if let failure {
+            _ = Glibc.close(fd)
+            throw OutputError(.create, path: path, errno: failure)
         }
     }
 
@@ -70,8 +81,19 @@ public final class ImageFile: ImageSink {
         offset += UInt64(bytes.count)
     }
 
-    /// Writes `count` zero bytes (gaps between records in a raw image).
-    public func writeZeros(_ count: UInt64) throws(OutputError) {
+    /// Moves `count` bytes forward over zeros (gaps between records in a raw image):
+    /// a hole in a regular file, so a sparse memory map does not fill the disk;
+    /// written zeros where the output cannot seek.
+    public func skipZeros(_ count: UInt64) throws(OutputError) {
+        if identity != nil {
+            guard count <= UInt64(Int64.max) - offset, lseek(descriptor.rawValue, off_t(count), SEEK_CUR) >= 0 else {
+                throw OutputError(
+                    .write, path: path, errno: count <= UInt64(Int64.max) - offset ? Errno(rawValue: errno) : .fileTooLarge,
+                    offset: offset)
+            }
+            offset += count
+            return
+        }
         var remaining = count
         try withUnsafeTemporaryAllocation(byteCount: 1 << 16, alignment: 16) { (zeros) throws(OutputError) in
             zeros.initializeMemory(as: UInt8.self, repeating: 0)
@@ -102,7 +124,8 @@ public final class ImageFile: ImageSink {
         guard !closed else { return }
         closed = true
         if isStandardOutput { return }
-        if identity != nil && fsync(descriptor.rawValue) != 0 {
+        // The size is where writing ended, even when it ended in a hole.
+        if identity != nil && (ftruncate(descriptor.rawValue, off_t(offset)) != 0 || fsync(descriptor.rawValue) != 0) {
             let failure = Errno(rawValue: errno)
             try? descriptor.close()
             throw OutputError(.sync, path: path, errno: failure, offset: offset)

@@ -94,7 +94,7 @@ public enum VerificationError: Error, CustomStringConvertible {
             return
                 "\(escapedForLog(image)) is \(actual) bytes, but \(escapedForLog(manifest)) records \(recorded): the image was truncated or extended after capture"
         case .manifestWithoutHash(let manifest):
-            return "\(escapedForLog(manifest)) records no SHA-256 (the capture it describes failed)"
+            return "\(escapedForLog(manifest)) records no SHA-256 of 64 hex digits (did the capture it describes fail?)"
         case .unreadableManifest(let manifest, let error):
             return "cannot read the manifest \(escapedForLog(manifest)): \(error)"
         case .unreadableImage(let image, let errno):
@@ -142,7 +142,11 @@ public func verifyImage(
     } catch {
         throw VerificationError.unreadableManifest(manifestToCheck, error)
     }
-    guard let recorded = manifest.sha256, let recordedSize = manifest.size else {
+    // The manifest is outside data: a "hash" that is not 64 hex digits is not one.
+    guard let recorded = manifest.sha256, let recordedSize = manifest.size,
+        recorded.utf8.count == 64,
+        recorded.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x66) })
+    else {
         throw VerificationError.manifestWithoutHash(manifestToCheck)
     }
     guard recordedSize == summary.fileSize else {

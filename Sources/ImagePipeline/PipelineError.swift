@@ -30,6 +30,8 @@ public struct OutputError: Error, Sendable, CustomStringConvertible {
         switch errno {
         case .tooManySymbolicLinkLevels:
             text += " (the destination is a symbolic link; refusing to follow it)"
+        case .tooManyLinks:
+            text += " (the destination has other hard links; refusing to overwrite a file that exists under another name)"
         case .noSpace:
             text += " (the disk is full; choose a destination with more room, or stream the image)"
         case .permissionDenied, .notPermitted:
@@ -53,5 +55,15 @@ public enum ConvertError: Error, Sendable, Equatable, CustomStringConvertible {
         case .destinationIsSource(let path):
             return "\(escapedForLog(path)) is both source and destination; writing it would destroy the source"
         }
+    }
+}
+
+/// A failure whose incomplete image could not be removed: both must be told.
+public struct IncompleteImageLeft: Error, CustomStringConvertible {
+    public var cause: Error
+    public var removal: OutputError
+
+    public var description: String {
+        "\(cause)\n(and the incomplete image was left behind: \(removal))"
     }
 }

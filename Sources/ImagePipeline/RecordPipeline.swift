@@ -111,6 +111,7 @@ public struct RecordPipeline: Sendable {
                 job.block = nil
             } else {
                 do {
+                    try Interruption.check()
                     job.block = try producer.nextBlock()
                     if let block = job.block {
                         try producer.read(into: UnsafeMutableRawBufferPointer(rebasing: input.buffer[..<block.count]), at: 0)
@@ -293,6 +294,7 @@ extension RecordPipeline {
             if kept { try header.withUnsafeBytes(emit) }
             var offset = 0
             while offset < block.count {
+                try Interruption.check()
                 let chunk = UnsafeMutableRawBufferPointer(rebasing: piece[..<min(Self.streamPiece, block.count - offset)])
                 try producer.read(into: chunk, at: offset)
                 if !kept && !isAllZero(UnsafeRawBufferPointer(chunk)) {

@@ -66,7 +66,7 @@ public struct DiskUsageLimit: Sendable, Equatable {
     public static func usage(of directory: String) throws(SourceError) -> (total: UInt64, used: UInt64) {
         var info = statvfs()
         guard statvfs(directory, &info) == 0 else {
-            throw SourceError(.open(Errno(rawValue: errno)), path: directory)
+            throw SourceError(.filesystemUnreadable(Errno(rawValue: errno)), path: directory)
         }
         let total = UInt64(info.f_blocks) * UInt64(info.f_frsize)
         let free = UInt64(info.f_bavail) * UInt64(info.f_frsize)

@@ -66,6 +66,8 @@ public enum KCore {
         let minimum = is64 ? 56 : 32
         guard phentsize >= minimum else { throw bad("program header size \(phentsize) is below \(minimum)") }
         guard phnum > 0 else { throw bad("no program headers") }
+        // kcore has tens of segments; a table over 1 MiB is corrupt, not large.
+        guard phnum * phentsize <= 1 << 20 else { throw bad("program header table of \(phnum) × \(phentsize) bytes") }
         // phnum is a u16 and phentsize too, so this read is bounded (< 4 GiB, in practice a few KiB).
         let table = try read(phoff, phnum * phentsize)
         guard table.count == phnum * phentsize else { throw bad("program headers are truncated") }

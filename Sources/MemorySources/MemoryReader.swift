@@ -132,8 +132,7 @@ public struct PageSpans: Sequence, IteratorProtocol {
     public mutating func next() -> Range<Int>? {
         guard done < count else { return nil }
         let current = address + UInt64(done)
-        let pageEnd = (current / Self.pageSize + 1) * Self.pageSize
-        let length = Int(Swift.min(UInt64(count - done), pageEnd - current))
+        let length = Int(Swift.min(UInt64(count - done), Self.pageSize - current % Self.pageSize))
         defer { done += length }
         return done..<done + length
     }

@@ -22,6 +22,10 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
         case addressesHidden
         /// A line of /proc/iomem that cannot be parsed.
         case badIOMemLine(number: Int, text: String)
+        /// statvfs of the destination's directory failed.
+        case filesystemUnreadable(Errno)
+        /// A raw memory source reports no size (a device or a pipe), so it has no extent to plan from.
+        case noSize
         /// The planned capture would exceed the disk-usage limit.
         case diskUsage(estimate: UInt64, allowed: UInt64, limit: String)
     }
@@ -72,6 +76,10 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
             return "\(name) shows every address as 0: reading real addresses needs root (CAP_SYS_ADMIN)"
         case .badIOMemLine(let number, let text):
             return "\(name) line \(number) is not \"START-END : NAME\": \(escapedForLog(text))"
+        case .filesystemUnreadable(let errno):
+            return "cannot read the size and free space of the filesystem holding \(name) (statvfs): \(errno)"
+        case .noSize:
+            return "\(name) reports no size (a device or a pipe?): give --iomem with the ranges to read from it"
         case .diskUsage(let estimate, let allowed, let limit):
             return
                 "the image would need about \(estimate >> 20) MiB (\(estimate) bytes), more than the \(allowed >> 20) MiB (\(allowed) bytes) allowed by \(limit)"

@@ -143,8 +143,10 @@ final class HTTPTransport: Sendable {
                 }
                 let message = Self.serverMessage(body: body, headers: response.headers, secrets: secrets)
                 outcome = .status(status, retryAfter: response.headers.first(name: "Retry-After"))
-                failure = "HTTP \(status) \(response.status.reasonPhrase)" + (message.isEmpty ? "" : ": \(message)")
-                rejection = .rejected(label, status: status, reason: response.status.reasonPhrase, serverMessage: message)
+                // An unknown status keeps the server's own phrase: text from outside.
+                let reason = escapedForLog(response.status.reasonPhrase)
+                failure = "HTTP \(status) \(reason)" + (message.isEmpty ? "" : ": \(message)")
+                rejection = .rejected(label, status: status, reason: reason, serverMessage: message)
             } catch let error as UploadError {
                 progress.rollBack()
                 throw error
@@ -254,7 +256,7 @@ final class HTTPTransport: Sendable {
             default: return false
             }
         }
-        if error is BoringSSLError { return false }
+        if error is BoringSSLError || error is NIOSSLExtraError { return false }
         return true
     }
 

@@ -93,6 +93,10 @@ public final class TCPSink: ImageSink {
     public func abort() {
         guard !closed else { return }
         closed = true
+        // Reset instead of an orderly close, so the receiver sees an error, not a
+        // truncated image that ends cleanly between two records.
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
         Glibc.close(descriptor)
     }
 

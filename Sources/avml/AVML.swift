@@ -1,14 +1,26 @@
 import ArgumentParser
+import Dispatch
+import Glibc
 import ImageFormats
 import ImagePipeline
 
 @main
 struct AVML: ParsableCommand {
+    /// Signals first: a reader that goes away (`avml acquire /dev/stdout | ssh ...`)
+    /// must give a write error, not kill the process silently; SIGINT and SIGTERM
+    /// stop the capture between blocks so the incomplete image is removed.
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        stopOnSignals()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "avml",
         abstract: "Acquire volatile memory for Linux: capture, convert and verify physical memory images.",
-        version: "0.1.0",
-        subcommands: [Acquire.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self]
+        version: Manifest.toolVersion,
+        subcommands: [Acquire.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self],
+        defaultSubcommand: Acquire.self
     )
 }
 
@@ -42,4 +54,22 @@ func fail(_ error: Error) -> Never {
 /// An error that wraps the one that led to it.
 protocol CausedError: Error {
     var cause: Error? { get }
+}
+
+/// Keeps the signal sources alive for the life of the process.
+nonisolated(unsafe) private var signalSources: [DispatchSourceSignal] = []
+
+/// The first SIGINT or SIGTERM asks the capture to stop; a second one quits at once.
+private func stopOnSignals() {
+    signalSources = [SIGINT, SIGTERM].map { number in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler {
+            if Interruption.requested { _exit(128 + number) }
+            Interruption.request()
+            FileHandleStandardError.write("\navml: stopping after the current block (signal again to quit at once)\n")
+        }
+        source.resume()
+        return source
+    }
 }

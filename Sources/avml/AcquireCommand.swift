@@ -100,6 +100,13 @@ func runCapture(
     } catch {
         fail(ManifestNotWritten(image: image, cause: error))
     }
+    let planned = result.plannedRanges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    let captured = result.capturedRanges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    if captured < planned {
+        warn(
+            "\(planned - captured) bytes of System RAM (\(formatBytes(planned - captured))) were not available from "
+                + "\(result.source) and are not in the image; the manifest lists the planned and captured ranges")
+    }
     for earlier in result.earlierFailures {
         warn("source failed, tried the next: \(earlier)")
     }

@@ -44,7 +44,10 @@ struct RecordHeaderTests {
         var bytes = Self.limeBytes
         bytes.replaceSubrange(
             8..<32, with: [UInt8](repeating: 0, count: 8) + [UInt8](repeating: 0xff, count: 8) + [UInt8](repeating: 0, count: 8))
-        #expect(throws: RecordHeaderError.endBeforeStart(start: 0, end: UInt64.max)) { try RecordHeader.decode(bytes) }
+        #expect(throws: RecordHeaderError.endAtLastAddress) { try RecordHeader.decode(bytes) }
+        // Any record ending there: its exclusive end would overflow.
+        bytes[8] = 0x10
+        #expect(throws: RecordHeaderError.endAtLastAddress) { try RecordHeader.decode(bytes) }
     }
 
     @Test func escapesControlCharactersInLogText() {

@@ -105,6 +105,30 @@ struct ConversionTests {
         #expect(directory.read("precious") == Array("keep me".utf8))
     }
 
+    @Test func refusesADestinationWithOtherHardLinks() throws {
+        directory.write("memory.raw", memory(4096, seed: 8))
+        directory.write("precious", Array("keep me".utf8))
+        link(directory["precious"], directory["out.lime"])
+        #expect(throws: OutputError.self) { try convert("memory.raw", .raw, "out.lime", .lime) }
+        #expect(directory.read("precious") == Array("keep me".utf8))
+    }
+
+    @Test func rawOutputLeavesGapsAsHoles() throws {
+        // Two pages, 64 GiB apart: the raw image is 64 GiB long but holds two pages.
+        let far: UInt64 = 64 << 30
+        directory.write(
+            "sparse.lime",
+            joined([
+                RecordHeader(compressed: false, start: 0x1000, end: 0x1fff).bytes, [UInt8](repeating: 1, count: 4096),
+                RecordHeader(compressed: false, start: far, end: far + 0xfff).bytes, [UInt8](repeating: 2, count: 4096),
+            ]))
+        try convert("sparse.lime", .lime, "sparse.raw", .raw)
+        var info = stat()
+        stat(directory["sparse.raw"], &info)
+        #expect(UInt64(info.st_size) == far + 0x1000)
+        #expect(info.st_blocks * 512 < 1 << 20)
+    }
+
     @Test func createsImagesMode0600EvenOverAnExistingFile() throws {
         directory.write("memory.raw", memory(4096, seed: 8))
         directory.write("out.lime", [1, 2, 3])

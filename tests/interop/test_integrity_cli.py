@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import random
+import signal
+import time
 import stat
 import subprocess
 from pathlib import Path
@@ -142,3 +144,28 @@ def test_progress_shows_on_a_terminal_only(tmp_path, big_raw):
     assert "%" not in quiet and "ETA" not in quiet
     piped = u.run_avml("convert", "--source-format", "raw", "--format", "lime_compressed", big_raw, tmp_path / "c.avml")
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_an_interrupted_acquisition_removes_the_image_and_says_why(tmp_path, big_raw):
+    image = tmp_path / "image.avml"
+    process = subprocess.Popen([u.AVML_BIN, "acquire", "--compress", "--threads", "1", "--source", str(big_raw), str(image)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not image.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "interrupted" in stderr
+    assert not image.exists()
+    manifest = json.loads(Path(str(image) + ".json").read_text())
+    assert manifest["exit_status"] == 1 and "interrupted" in manifest["error"]
+
+
+def test_the_legacy_command_line_acquires(tmp_path, small_raw):
+    # AVML's original form: `avml [--compress] FILENAME`, no subcommand.
+    raw = tmp_path / "memory.raw"
+    raw.write_bytes(small_raw)
+    result = u.run_avml("--compress", "--source", raw, tmp_path / "legacy.avml")
+    assert result.returncode == 0, result.stderr
+    assert u.parse_image((tmp_path / "legacy.avml").read_bytes())[0].magic == 0x4C4D5641
