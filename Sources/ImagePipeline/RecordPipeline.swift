@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 import ImageFormats
 import Synchronization
 
@@ -89,54 +90,21 @@ public struct RecordPipeline: Sendable {
     ) throws -> PipelineStatistics {
         guard compressed else { return try streamLiME(&producer, to: sink, progress: progress) }
         let skipZeroBlocks = skipZeroBlocks
-        let inputs = (0...threads).map { _ in InputSlot() }
+        let claims = BlockClaims(producer)
         let outputs = (0...threads).map { _ in OutputSlot() }
         let jobs = (0...threads + 1).map { _ in Job() }
         let state = RunState(sink: sink)
-        let cpus = DispatchSemaphore(value: threads)
-
-        DispatchQueue.global().async {
-            state.writeAll(jobs: jobs, progress: progress)
+        // Dedicated threads, not Dispatch's pool: they block on semaphores by
+        // design, which starves a pool sized to the CPUs.
+        let writer = startThread { state.writeAll(jobs: jobs, progress: progress) }
+        let workers = (0..<threads).map { _ in
+            startThread {
+                compressBlocks(claims: claims, jobs: jobs, outputs: outputs, state: state, skipZeroBlocks: skipZeroBlocks)
+            }
         }
-
-        var producerError: Error?
-        var index = 0
-        while true {
-            let job = jobs[index % jobs.count]
-            job.free.wait()
-            let input = inputs[index % inputs.count]
-            input.free.wait()
-            job.input = input
-            if state.failed.load(ordering: .acquiring) {
-                job.block = nil
-            } else {
-                do {
-                    try Interruption.check()
-                    job.block = try producer.nextBlock()
-                    if let block = job.block {
-                        try producer.read(into: UnsafeMutableRawBufferPointer(rebasing: input.buffer[..<block.count]), at: 0)
-                    }
-                } catch {
-                    producerError = error
-                    job.block = nil
-                }
-            }
-            guard job.block != nil else {
-                job.ready.signal()
-                break
-            }
-            let output = outputs[index % outputs.count]
-            DispatchQueue.global().async {
-                output.free.wait()
-                job.output = output
-                cpus.wait()
-                job.encode(skipZeroBlocks: skipZeroBlocks)
-                cpus.signal()
-                job.ready.signal()
-            }
-            index += 1
-        }
-        state.done.wait()
+        for thread in workers + [writer] { pthread_join(thread, nil) }
+        let (final, producerError) = claims.finish()
+        producer = final
         if let producerError { throw producerError }
         if let error = state.writerError { throw error }
         return state.statistics
@@ -147,18 +115,91 @@ public struct RecordPipeline: Sendable {
 // free: libdispatch traps when a semaphore is released below its initial value,
 // as a free-semaphore is when the run ends while it is taken.
 
-/// A 16 MiB input buffer; whoever last waited on `free` owns it.
-private final class InputSlot: @unchecked Sendable {
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: RecordPipeline.blockSize, alignment: 4096)
-    let free = DispatchSemaphore(value: 0)
+/// A worker: claims the next block, reads it into its own 16 MiB input, waits
+/// for the block's job and output slots, compresses, and hands the record to the writer.
+private func compressBlocks<Producer: BlockProducer>(
+    claims: BlockClaims<Producer>, jobs: [Job], outputs: [OutputSlot], state: RunState, skipZeroBlocks: Bool
+) {
+    let input = UnsafeMutableRawBufferPointer.allocate(byteCount: RecordPipeline.blockSize, alignment: 4096)
+    defer { input.deallocate() }
+    while let (index, block) = claims.next(into: input, stop: state.failed.load(ordering: .acquiring)) {
+        let job = jobs[index % jobs.count]
+        job.free.wait()
+        job.block = block
+        guard let block else {
+            job.ready.signal()  // the end of the run: the writer stops here
+            return
+        }
+        let output = outputs[index % outputs.count]
+        output.free.wait()
+        job.output = output
+        job.encode(UnsafeRawBufferPointer(rebasing: input[..<block.count]), skipZeroBlocks: skipZeroBlocks)
+        job.ready.signal()
+    }
+}
 
-    init() {
-        free.signal()
+/// Hands out blocks in order, one reader at a time: each worker reads the block
+/// it claims, so reads stay sequential while other workers compress.
+private final class BlockClaims<Producer: BlockProducer>: @unchecked Sendable {
+    // Guarded by `lock` (a semaphore of one: the producer is not Sendable, so no Mutex).
+    private let lock = DispatchSemaphore(value: 1)
+    private var producer: Producer
+    private var nextIndex = 0
+    private var ended = false
+    private var error: Error?
+
+    init(_ producer: Producer) {
+        self.producer = producer
     }
 
-    deinit {
-        buffer.deallocate()
+    /// Claims the next block and reads it into `input`.
+    /// - Returns: its index and the block, a nil block for the end of the run, or nil once the end was claimed.
+    func next(into input: UnsafeMutableRawBufferPointer, stop: Bool) -> (Int, ProducedBlock?)? {
+        lock.wait()
+        defer { lock.signal() }
+        guard !ended else { return nil }
+        let index = nextIndex
+        nextIndex += 1
+        do {
+            if !stop {
+                try Interruption.check()
+                if let block = try producer.nextBlock() {
+                    try producer.read(into: UnsafeMutableRawBufferPointer(rebasing: input[..<block.count]), at: 0)
+                    return (index, block)
+                }
+            }
+        } catch {
+            self.error = error
+        }
+        ended = true
+        return (index, nil)
     }
+
+    /// The producer as the run left it, and the error that ended the run early, if any.
+    func finish() -> (Producer, Error?) {
+        lock.wait()
+        defer { lock.signal() }
+        return (producer, error)
+    }
+}
+
+/// Runs `body` on a new thread; the caller joins it.
+private func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    final class Body {
+        let run: @Sendable () -> Void
+        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+    }
+    var thread = pthread_t()
+    let context = Unmanaged.passRetained(Body(body)).toOpaque()
+    let created = pthread_create(
+        &thread, nil,
+        { context in
+            if let context { Unmanaged<Body>.fromOpaque(context).takeRetainedValue().run() }
+            return nil
+        }, context)
+    // Running out of threads is not something a capture can recover from.
+    precondition(created == 0, "cannot start a pipeline thread: error \(created)")
+    return thread
 }
 
 /// A record's buffer: header, framed stream and trailer, and the encoder that fills it.
@@ -177,14 +218,13 @@ private final class OutputSlot: @unchecked Sendable {
     }
 }
 
-/// One block on its way to the sink: its input until compressed, then its
-/// output until written; handed on by `free` and `ready`.
+/// One block on its way to the sink: its record in an output slot, handed on
+/// by `free` and `ready`.
 private final class Job: @unchecked Sendable {
     let free = DispatchSemaphore(value: 0)
     let ready = DispatchSemaphore(value: 0)
     /// The block held, nil for the end of the run.
     var block: ProducedBlock?
-    var input: InputSlot?
     var output: OutputSlot?
     /// Bytes of the output to write; 0 when the block was all zeros.
     var outputCount = 0
@@ -193,14 +233,9 @@ private final class Job: @unchecked Sendable {
         free.signal()
     }
 
-    /// Builds the record, then hands the input back to the reader.
-    func encode(skipZeroBlocks: Bool) {
-        guard let block, let input, let output else { return }
-        defer {
-            self.input = nil
-            input.free.signal()
-        }
-        let data = UnsafeRawBufferPointer(rebasing: input.buffer[..<block.count])
+    /// Builds the record: header, framed stream, trailer.
+    func encode(_ data: UnsafeRawBufferPointer, skipZeroBlocks: Bool) {
+        guard let block, let output else { return }
         if skipZeroBlocks && isAllZero(data) {
             outputCount = 0
             return
@@ -217,8 +252,7 @@ private final class Job: @unchecked Sendable {
 private final class RunState: @unchecked Sendable {
     let sink: ImageSink
     let failed = Atomic<Bool>(false)
-    let done = DispatchSemaphore(value: 0)
-    // Written by the writer thread before it signals `done`, read after.
+    // Written by the writer thread, read after it is joined.
     var writerError: Error?
     var statistics = PipelineStatistics()
 
@@ -250,7 +284,6 @@ private final class RunState: @unchecked Sendable {
             job.free.signal()
             index += 1
         }
-        done.signal()
     }
 
     private func write(_ job: Job, block: ProducedBlock) throws {
