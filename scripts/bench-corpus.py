@@ -38,7 +38,9 @@ def library_pages(limit):
 
 
 def text_pages(limit):
-    blob = b""
+    # A bytearray, not bytes: the same result as the recipe's `blob += ...` on bytes,
+    # without copying the whole blob for every file (minutes -> a second).
+    blob = bytearray()
     for root in ("/usr/share/doc", "/usr/share/common-licenses"):
         for d, _, files in os.walk(root):
             for n in sorted(files):
@@ -49,7 +51,7 @@ def text_pages(limit):
                     pass
                 if len(blob) > limit * PAGE:
                     break
-    return [blob[i:i + PAGE] for i in range(0, len(blob) - PAGE, PAGE)][:limit]
+    return [bytes(blob[i:i + PAGE]) for i in range(0, min(len(blob) - PAGE, limit * PAGE), PAGE)]
 
 
 def heap_page(rng):
