@@ -9,25 +9,13 @@ extension AVML {
         static let configuration = CommandConfiguration(
             abstract: "Capture this host's physical memory (System RAM from /proc/iomem) to a LiME or compressed image.")
 
-        @Flag(help: "Write AVML's Snappy-compressed format instead of LiME.")
-        var compress = false
-
-        @Option(help: "Read memory from /dev/crash, /proc/kcore, /dev/mem, or a raw memory file (offset = physical address).")
-        var source: String?
-
-        @Option(help: "Plan from this saved /proc/iomem instead of the live one.")
-        var iomem: String?
+        @OptionGroup var capture: CaptureOptions
 
         @Option(help: "Refuse to start if the image could exceed this many MiB.")
         var maxDiskUsage: UInt64?
 
         @Option(help: "Refuse to start if the filesystem would pass this percentage full (0.01-100).")
         var maxDiskUsagePercentage: Double?
-
-        @Option(help: "Write the manifest (hashes, ranges, host, times) here instead of FILENAME.json.")
-        var manifest: String?
-
-        @OptionGroup var pipeline: PipelineOptions
 
         @OptionGroup var upload: UploadOptions
 
@@ -47,17 +35,15 @@ extension AVML {
         }
 
         func run() throws {
-            let acquisition = Acquisition(
-                destination: filename, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
-                iomemPath: iomem, diskUsage: DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage),
-                threads: pipeline.threads)
+            let acquisition = capture.acquisition(
+                destination: filename, diskUsage: DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage))
             _ = runCapture(
-                "acquire", image: ImageFile.isStandardOutputPath(filename) ? "-" : filename, compressed: compress,
-                manifest: manifest ?? Manifest.defaultPath(forImage: filename), quiet: pipeline.quiet
+                "acquire", image: ImageFile.isStandardOutputPath(filename) ? "-" : filename, compressed: capture.compress,
+                manifest: capture.manifestPath(forImage: filename), quiet: capture.pipeline.quiet
             ) { progress in
                 try acquisition.run(progress: progress)
             }
-            upload.uploadIfRequested(file: filename, quiet: pipeline.quiet)
+            upload.uploadIfRequested(file: filename, quiet: capture.pipeline.quiet)
         }
     }
 }

@@ -82,29 +82,34 @@ func retryReporter(_ progress: ProgressLine) -> @Sendable (String) -> Void {
     }
 }
 
-/// What a stream captures: `acquire`'s options, less the file ones.
-struct StreamAcquisitionOptions: ParsableArguments {
-    @Flag(help: "Send AVML's Snappy-compressed format instead of LiME.")
+/// What every command that reads memory takes: `acquire` and both streams.
+struct CaptureOptions: ParsableArguments {
+    @Flag(help: "Write AVML's Snappy-compressed format instead of LiME.")
     var compress = false
 
-    @Option(help: "Read memory from /dev/crash, /proc/kcore, /dev/mem, or a raw memory file (default: the first that opens).")
+    @Option(help: "Read memory from /dev/crash, /proc/kcore, /dev/mem, or a raw memory file (offset = physical address).")
     var source: String?
 
     @Option(help: "Plan from this saved /proc/iomem instead of the live one.")
     var iomem: String?
 
-    @Option(help: "Write the manifest (hashes, ranges, host, times) here instead of avml-HOST-TIME.json in this directory.")
+    @Option(
+        help:
+            "Write the manifest (hashes, ranges, host, times) here (default: FILENAME.json, or avml-HOST-TIME.json here for streams)."
+    )
     var manifest: String?
 
     @OptionGroup var pipeline: PipelineOptions
 
-    /// Where the stream's manifest goes.
-    var manifestPath: String { manifest ?? Manifest.defaultPath(forImage: "-") }
+    /// Where the manifest of an image written to `image` goes ("-" for streams).
+    func manifestPath(forImage image: String) -> String {
+        manifest ?? Manifest.defaultPath(forImage: image)
+    }
 
-    func acquisition(destination: String) -> Acquisition {
+    func acquisition(destination: String, diskUsage: DiskUsageLimit = DiskUsageLimit()) -> Acquisition {
         Acquisition(
             destination: destination, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
-            iomemPath: iomem, threads: pipeline.threads)
+            iomemPath: iomem, diskUsage: diskUsage, threads: pipeline.threads)
     }
 }
 
@@ -164,7 +169,7 @@ extension AVML {
             static let configuration = CommandConfiguration(
                 commandName: "blob", abstract: "Capture memory into an Azure Block Blob.")
 
-            @OptionGroup var capture: StreamAcquisitionOptions
+            @OptionGroup var capture: CaptureOptions
 
             @OptionGroup var blob: BlobOptions
 
@@ -175,7 +180,7 @@ extension AVML {
                 let target = Redaction.redactedURL(sasUrl)
                 var receipt: UploadReceipt?
                 _ = runCapture(
-                    "stream", image: target, compressed: capture.compress, manifest: capture.manifestPath,
+                    "stream", image: target, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
                     quiet: capture.pipeline.quiet
                 ) { progress in
                     let settings = TransferSettings.fromProcessEnvironment(onRetry: { warn($0) })
@@ -196,7 +201,7 @@ extension AVML {
             static let configuration = CommandConfiguration(
                 commandName: "tcp", abstract: "Capture memory over a plain TCP connection (e.g. to `nc -l PORT > image`).")
 
-            @OptionGroup var capture: StreamAcquisitionOptions
+            @OptionGroup var capture: CaptureOptions
 
             @Argument(help: "Receiver as HOST:PORT, IPv4:PORT or [IPv6]:PORT.")
             var destination: String
@@ -204,7 +209,7 @@ extension AVML {
             func run() throws {
                 var sent: UInt64 = 0
                 _ = runCapture(
-                    "stream", image: destination, compressed: capture.compress, manifest: capture.manifestPath,
+                    "stream", image: destination, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
                     quiet: capture.pipeline.quiet
                 ) { progress in
                     let (result, bytes) = try ImageStreaming.toTCP(
