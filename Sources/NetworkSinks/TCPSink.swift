@@ -70,15 +70,16 @@ public final class TCPSink: ImageSink {
             throw .send(destination.description, sent: bytesSent, errno: Errno(rawValue: errno))
         }
         var discard = [UInt8](repeating: 0, count: 4096)
-        var waited = 0
-        while waited < drainTimeout * 1000 {
+        // A deadline, not a count of idle polls: a receiver that keeps sending must not hold us forever.
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let deadline = now.tv_sec + drainTimeout
+        while true {
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            guard now.tv_sec < deadline else { break }
             var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
             let ready = poll(&poller, 1, 200)
-            if ready < 0 && errno == EINTR { continue }
-            if ready == 0 {
-                waited += 200
-                continue
-            }
+            if ready <= 0 { continue }
             let count = discard.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
             if count > 0 { continue }
             if count == 0 { return }  // the receiver closed: everything arrived
