@@ -88,9 +88,12 @@ public final class AzureBlockBlobSink: ImageSink {
         let start = written - UInt64(block.readableBytes)
         let range = start..<written
         outstanding.enter()
-        let task = Self.startUpload(
-            block, index: index, range: range, blob: blob, state: state, slots: slots, outstanding: outstanding)
-        state.update { $0.tasks[index] = task }
+        // Started under the lock, so the task cannot finish and remove itself
+        // before it is registered (which would leave a stale entry behind).
+        state.update { sinkState in
+            sinkState.tasks[index] = Self.startUpload(
+                block, index: index, range: range, blob: blob, state: state, slots: slots, outstanding: outstanding)
+        }
     }
 
     /// Starts the task that uploads one block and then frees its slot.
