@@ -274,20 +274,10 @@ public final class ImageReader {
     private func preadFully(into destination: UnsafeMutableRawBufferPointer, at offset: UInt64, record: RecordHeader?)
         throws(ImageError) -> Int
     {
-        var filled = 0
-        while filled < destination.count {
-            let count: Int
-            do {
-                count = try descriptor.read(
-                    fromAbsoluteOffset: Int64(offset) + Int64(filled),
-                    into: UnsafeMutableRawBufferPointer(rebasing: destination[filled...]),
-                    retryOnInterrupt: true)
-            } catch {
-                throw ImageError(.read(error as? Errno ?? .ioError), path: path, offset: offset + UInt64(filled), record: record)
-            }
-            if count == 0 { break }
-            filled += count
+        do {
+            return try descriptor.readFully(into: destination, atOffset: offset)
+        } catch {
+            throw ImageError(.read(error.errno), path: path, offset: offset + UInt64(error.done), record: record)
         }
-        return filled
     }
 }

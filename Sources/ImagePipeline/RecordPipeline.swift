@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// A block is announced first and then read in order, whole or in pieces, so
 /// LiME output can stream a block through a small cache-warm buffer.
-public protocol BlockProducer {
+public protocol BlockProducer: SendableMetatype {
     /// Moves to the next block of memory.
     /// - Returns: the block's address and length, or nil when there are no more.
     mutating func nextBlock() throws -> ProducedBlock?

@@ -1,4 +1,5 @@
 import Glibc
+import ImageFormats
 import SystemPackage
 
 /// Reads physical memory by address.
@@ -49,27 +50,16 @@ final class PositionalFile {
         return Array(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
     }
 
-    /// pread until `buffer` is full or the file ends, retrying short reads and EINTR.
+    /// Reads until `buffer` is full or the file ends; `address` names the memory in errors.
     private func readAvailable(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, address: UInt64) throws(SourceError)
         -> Int
     {
-        var filled = 0
-        while filled < buffer.count {
-            let count: Int
-            do {
-                count = try descriptor.read(
-                    fromAbsoluteOffset: Int64(bitPattern: offset &+ UInt64(filled)),
-                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]),
-                    retryOnInterrupt: true)
-            } catch {
-                throw SourceError(
-                    .read(error as? Errno ?? .ioError, address: address + UInt64(filled), count: buffer.count - filled),
-                    path: path)
-            }
-            if count == 0 { break }
-            filled += count
+        do {
+            return try descriptor.readFully(into: buffer, atOffset: offset)
+        } catch {
+            throw SourceError(
+                .read(error.errno, address: address + UInt64(error.done), count: buffer.count - error.done), path: path)
         }
-        return filled
     }
 
     /// The size of a regular file (0 for devices and /proc files, which report none).

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Glibc
+import ImageFormats
 import NIOCore
 import SystemPackage
 
@@ -43,23 +44,18 @@ final class UploadSource: Sendable {
     /// - Throws: `UploadError.localFile` on a read error, `.fileChanged` if the file got shorter.
     func read(offset: UInt64, count: Int) throws(UploadError) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: count)
-        var filled = 0
-        while filled < count {
-            let result: Int
-            do {
-                result = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count - filled) { raw in
-                    try descriptor.read(
-                        fromAbsoluteOffset: Int64(offset) + Int64(filled),
-                        into: UnsafeMutableRawBufferPointer(rebasing: raw[..<(count - filled)]), retryOnInterrupt: true)
-                }
-            } catch {
-                throw .localFile(
-                    operation: "read", path: path, errno: error as? Errno ?? .ioError, offset: offset + UInt64(filled))
+        let filled: Int
+        do {
+            filled = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+                try descriptor.readFully(into: UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), atOffset: offset)
             }
-            if result == 0 {
-                throw .fileChanged(path: path, expected: size, actual: offset + UInt64(filled))
-            }
-            filled += result
+        } catch let error as PositionalReadError {
+            throw .localFile(operation: "read", path: path, errno: error.errno, offset: offset + UInt64(error.done))
+        } catch {
+            throw .localFile(operation: "read", path: path, errno: .ioError, offset: offset)
+        }
+        if filled < count {
+            throw .fileChanged(path: path, expected: size, actual: offset + UInt64(filled))
         }
         return buffer
     }
