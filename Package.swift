@@ -13,7 +13,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
@@ -23,6 +22,9 @@ let package = Package(
         .target(name: "CCRC32C"),
         // Small libc calls Swift's Glibc module does not expose (sched_getaffinity).
         .target(name: "CSystemShims"),
+        // SHA-256 from OpenSSL's libcrypto (libssl-dev), and its Swift face.
+        .target(name: "COpenSSLSHA256", linkerSettings: [.linkedLibrary("crypto")]),
+        .target(name: "Hashing", dependencies: ["COpenSSLSHA256"]),
         // On-disk formats: LiME and AVML records, Snappy (raw and framing), CRC-32C.
         .target(
             name: "ImageFormats",
@@ -46,7 +48,7 @@ let package = Package(
                 "ImageFormats",
                 "MemorySources",
                 "CSystemShims",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "Hashing",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -78,6 +80,7 @@ let package = Package(
         // Times the Snappy codec for scripts/bench (not shipped).
         .executableTarget(name: "avml-bench", dependencies: ["ImageFormats"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "TestSupport"]),
         .testTarget(
             name: "MemorySourcesTests",

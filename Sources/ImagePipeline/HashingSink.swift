@@ -1,4 +1,4 @@
-import Crypto
+import Hashing
 
 /// Passes bytes on to another sink and hashes exactly what was accepted, so the
 /// manifest's SHA-256 describes the image as written without a second read.

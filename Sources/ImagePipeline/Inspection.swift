@@ -1,6 +1,6 @@
-import Crypto
 import FoundationEssentials
 import Glibc
+import Hashing
 import ImageFormats
 import MemorySources
 import SystemPackage

@@ -1,5 +1,5 @@
-import Crypto
 import FoundationEssentials
+import Hashing
 import ImageFormats
 import MemorySources
 import TestSupport
