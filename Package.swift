@@ -13,14 +13,13 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
-        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // CRC-32C with the CPU's instruction (SSE4.2 / ARMv8 CRC) and a table fallback.
         .target(name: "CCRC32C"),
-        // Small libc calls Swift's Glibc module does not expose (sched_getaffinity).
+        // Small libc calls Swift's Glibc module does not expose (sched_getaffinity, strptime).
         .target(name: "CSystemShims"),
         // SHA-256 from OpenSSL's libcrypto (libssl-dev), and its Swift face.
         .target(name: "COpenSSLSHA256", linkerSettings: [.linkedLibrary("crypto")]),
@@ -52,17 +51,24 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        // Sending images elsewhere: HTTP PUT, Azure Block Blob, TCP; retries and URL redaction.
+        // An image over a plain TCP connection (`stream tcp`): sockets only, no SwiftNIO.
+        .target(
+            name: "TCPStreaming",
+            dependencies: ["ImageFormats", "ImagePipeline", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // Sending images over HTTP(S): PUT, Azure Block Blob; retries, proxies, URL redaction.
         .target(
             name: "NetworkSinks",
             dependencies: [
                 "ImageFormats",
+                "CSystemShims",
                 "ImagePipeline",
                 "MemorySources",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "TCPStreaming",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -73,6 +79,7 @@ let package = Package(
                 "ImagePipeline",
                 "NetworkSinks",
                 "MemorySources",
+                "TCPStreaming",
                 "ImageFormats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -89,6 +96,7 @@ let package = Package(
         ),
         .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "TestSupport"]),
         .testTarget(name: "NetworkSinksTests", dependencies: ["NetworkSinks", "ImagePipeline"]),
+        .testTarget(name: "TCPStreamingTests", dependencies: ["TCPStreaming"]),
     ],
     swiftLanguageModes: [.v6]
 )

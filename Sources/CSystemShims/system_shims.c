@@ -2,6 +2,8 @@
 #include "system_shims.h"
 
 #include <sched.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int avml_available_cpus(void) {
@@ -14,4 +16,14 @@ int avml_available_cpus(void) {
     }
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     return online > 0 ? (int)online : 1;
+}
+
+long long avml_parse_utc_time(const char *text, const char *format) {
+    struct tm fields;
+    memset(&fields, 0, sizeof(fields));
+    const char *end = strptime(text, format, &fields);
+    if (end == NULL || *end != '\0') {
+        return -1;
+    }
+    return (long long)timegm(&fields);
 }

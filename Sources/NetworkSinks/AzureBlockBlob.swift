@@ -1,5 +1,5 @@
-import AsyncHTTPClient
 import NIOCore
+import NIOHTTP1
 
 /// The Block Blob REST calls an upload needs, against one SAS URL.
 ///
@@ -12,6 +12,9 @@ import NIOCore
 struct AzureBlockBlob: Sendable {
     /// REST version: 4000 MiB blocks need 2019-12-12 or later.
     static let apiVersion = "2021-08-06"
+    /// Bytes of a Get Block List answer per block, with room to spare: `<Block><Name>`,
+    /// a 16-character ID, `</Name><Size>`, up to 10 digits, `</Size></Block>`.
+    static let blockListBytesPerBlock = 96
 
     let url: UploadURL
     let transport: HTTPTransport
@@ -22,55 +25,49 @@ struct AzureBlockBlob: Sendable {
         self.transport = try HTTPTransport(url: url, settings: settings)
     }
 
-    /// Put Block for block `index` of `count`, its body made anew for every attempt.
-    func putBlock(
-        index: Int, count: Int?, range: Range<UInt64>, counter: TransferCounter?,
-        body: @escaping @Sendable (AttemptProgress) throws(UploadError) -> HTTPClientRequest.Body
-    ) async throws(UploadError) {
-        let id = BlockPlan.blockID(index)
-        let target = url.addingQuery("comp=block&blockid=" + Self.percentEncoded(id))
+    /// Put Block for `block`; `count` is the number of blocks when known (a file), for messages.
+    func putBlock(_ block: Block, count: Int?, counter: TransferCounter?) async throws(UploadError) {
         let of = count.map { " of \($0)" } ?? ""
-        let purpose = "block \(index + 1)\(of), bytes \(range.lowerBound)-\(range.upperBound - 1)"
-        let label = RequestLabel(method: "PUT", url: url, purpose: purpose)
-        _ = try await transport.send(label, counter: counter) { (attempt) throws(UploadError) in
-            var request = HTTPClientRequest(url: target)
-            request.method = .PUT
-            request.headers.add(name: "x-ms-version", value: Self.apiVersion)
-            request.body = try body(attempt)
-            return request
-        }
+        let purpose = "block \(block.index + 1)\(of), bytes \(block.range.lowerBound)-\(block.range.upperBound - 1)"
+        // Block IDs are letters and digits (BlockPlan.blockID): nothing to percent-encode.
+        let target = url.requestTarget(addingQuery: "comp=block&blockid=" + BlockPlan.blockID(block.index))
+        _ = try await transport.send(
+            RequestLabel(method: "PUT", url: url, purpose: purpose),
+            HTTPRequest(method: .PUT, target: target, headers: ["x-ms-version": Self.apiVersion], body: block.body),
+            counter: counter)
     }
 
-    /// Put Block List: commits blocks 0..<count, in order, as the blob's content.
-    func commit(blockCount: Int) async throws(UploadError) {
-        let xml = BlockPlan.blockListXML(blockCount: blockCount)
-        let target = url.addingQuery("comp=blocklist")
-        let label = RequestLabel(method: "PUT", url: url, purpose: "Put Block List, \(blockCount) blocks")
-        _ = try await transport.send(label) { _ in
-            var request = HTTPClientRequest(url: target)
-            request.method = .PUT
-            request.headers.add(name: "x-ms-version", value: Self.apiVersion)
-            request.headers.add(name: "Content-Type", value: "application/xml; charset=utf-8")
-            request.body = .bytes(ByteBuffer(string: xml))
-            return request
-        }
+    /// Put Block List, then Get Block List: commits blocks 0..<count, in order, as the
+    /// blob's content, and checks what Azure committed.
+    ///
+    /// - Returns: what was committed.
+    /// - Throws: the request's `UploadError`, or `.commitMismatch` when the list differs.
+    func commit(blockCount count: Int, size: UInt64, blockSize: UInt64) async throws(UploadError) -> UploadReceipt {
+        let xml = BlockPlan.blockListXML(blockCount: count)
+        _ = try await transport.send(
+            RequestLabel(method: "PUT", url: url, purpose: "Put Block List, \(count) blocks"),
+            HTTPRequest(
+                method: .PUT, target: url.requestTarget(addingQuery: "comp=blocklist"),
+                headers: ["x-ms-version": Self.apiVersion, "Content-Type": "application/xml; charset=utf-8"],
+                body: .bytes(ByteBuffer(string: xml))))
+        let verified = try await verifyCommitted(blockCount: count, size: size)
+        return UploadReceipt(
+            url: url.description, bytes: size, blocks: count, blockSize: blockSize, blockListVerified: verified)
     }
 
     /// Get Block List: checks the committed blocks are ours, in order, and add up to `size`.
     ///
-    /// - Returns: true when checked; false when the SAS token may not read the list (403).
+    /// - Returns: true when checked; false when the SAS token may not read the list (401, 403).
     /// - Throws: `UploadError.commitMismatch` when the list differs.
-    func verifyCommitted(blockCount: Int, size: UInt64) async throws(UploadError) -> Bool {
-        let target = url.addingQuery("comp=blocklist&blocklisttype=committed")
+    private func verifyCommitted(blockCount: Int, size: UInt64) async throws(UploadError) -> Bool {
         let label = RequestLabel(method: "GET", url: url, purpose: "Get Block List")
+        let request = HTTPRequest(
+            method: .GET, target: url.requestTarget(addingQuery: "comp=blocklist&blocklisttype=committed"),
+            headers: ["x-ms-version": Self.apiVersion],
+            successBodyLimit: (64 << 10) + blockCount * Self.blockListBytesPerBlock)
         let result: HTTPResult
         do {
-            result = try await transport.send(label) { _ in
-                var request = HTTPClientRequest(url: target)
-                request.method = .GET
-                request.headers.add(name: "x-ms-version", value: Self.apiVersion)
-                return request
-            }
+            result = try await transport.send(label, request)
         } catch .rejected(_, let status, _, _) where status == 401 || status == 403 {
             return false
         }
@@ -86,10 +83,6 @@ struct AzureBlockBlob: Sendable {
             throw .commitMismatch(url.description, detail: "adds up to \(total) bytes, expected \(size)")
         }
         return true
-    }
-
-    func shutdown() async {
-        await transport.shutdown()
     }
 
     /// `(name, size)` of each `<Block>` in a Get Block List answer, in order.
@@ -111,33 +104,14 @@ struct AzureBlockBlob: Sendable {
         }
         return blocks
     }
-
-    /// Percent-encodes everything but RFC 3986's unreserved characters.
-    static func percentEncoded(_ text: String) -> String {
-        var output = ""
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
-                UInt8(ascii: "~"):
-                output.unicodeScalars.append(Unicode.Scalar(byte))
-            default:
-                let digits = Array("0123456789ABCDEF".unicodeScalars)
-                output.unicodeScalars.append("%")
-                output.unicodeScalars.append(digits[Int(byte >> 4)])
-                output.unicodeScalars.append(digits[Int(byte & 15)])
-            }
-        }
-        return output
-    }
 }
 
 /// `avml upload blob` and `acquire --sas-url`: a file as an Azure Block Blob.
 ///
-/// The file is cut by `BlockPlan`; up to `plan.concurrency` blocks are in flight,
-/// each streamed from the file (never the whole block in memory) and retried on its
-/// own. Only when every block is in does Put Block List commit them, in order; then
-/// Get Block List checks the commit where the SAS token allows reading it.
+/// The file is cut by `BlockPlan`; `BlockUploader` sends up to `plan.concurrency`
+/// blocks at once, each streamed from the file (never a whole block in memory) and
+/// retried on its own. Only when every block is in does Put Block List commit them,
+/// in order; then Get Block List checks the commit where the SAS token allows.
 public enum AzureBlockBlobUpload {
     /// Uploads `path` as the blob `sasURL` names.
     ///
@@ -160,53 +134,18 @@ public enum AzureBlockBlobUpload {
         let blob = try AzureBlockBlob(url: destination, settings: settings)
         let counter = progress.map { TransferCounter(total: source.size, report: $0) }
         let count = plan.blockCount(for: source.size)
-        do throws(UploadError) {
-            try await uploadBlocks(source: source, plan: plan, count: count, blob: blob, counter: counter)
-            try await blob.commit(blockCount: count)
-            let verified = try await blob.verifyCommitted(blockCount: count, size: source.size)
-            await blob.shutdown()
-            if let now = source.currentSize(), now != source.size {
-                throw UploadError.fileChanged(path: path, expected: source.size, actual: now)
-            }
-            return UploadReceipt(
-                url: destination.description, bytes: source.size, blocks: count, blockSize: plan.blockSize,
-                blockListVerified: verified)
-        } catch {
-            await blob.shutdown()
-            throw error
+        var next = 0
+        _ = try await BlockUploader.upload(to: blob, concurrency: plan.concurrency, total: count, counter: counter) {
+            () throws(UploadError) -> Block? in
+            guard next < count else { return nil }
+            let range = plan.range(ofBlock: next, size: source.size)
+            defer { next += 1 }
+            return Block(index: next, range: range, body: .file(source, range))
         }
-    }
-
-    /// Sends blocks 0..<count, at most `plan.concurrency` at once; the first failure cancels the rest.
-    private static func uploadBlocks(
-        source: UploadSource, plan: BlockPlan, count: Int, blob: AzureBlockBlob, counter: TransferCounter?
-    ) async throws(UploadError) {
-        do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                var next = 0
-                func start(_ index: Int) {
-                    let range = plan.range(ofBlock: index, size: source.size)
-                    group.addTask {
-                        try await blob.putBlock(index: index, count: count, range: range, counter: counter) { attempt in
-                            source.body(range, progress: attempt)
-                        }
-                    }
-                }
-                while next < min(plan.concurrency, count) {
-                    start(next)
-                    next += 1
-                }
-                while try await group.next() != nil {
-                    if next < count {
-                        start(next)
-                        next += 1
-                    }
-                }
-            }
-        } catch let error as UploadError {
-            throw error
-        } catch {
-            throw .cancelled
+        let receipt = try await blob.commit(blockCount: count, size: source.size, blockSize: plan.blockSize)
+        if let now = source.currentSize(), now != source.size {
+            throw UploadError.fileChanged(path: path, expected: source.size, actual: now)
         }
+        return receipt
     }
 }

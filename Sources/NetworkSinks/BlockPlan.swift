@@ -1,3 +1,5 @@
+import FoundationEssentials
+
 /// How a blob is cut into Azure blocks, and how many go up at once.
 ///
 /// Azure's limits (Put Block, Put Block List, REST version 2019-12-12 and later):
@@ -68,31 +70,13 @@ public struct BlockPlan: Sendable, Equatable {
     /// Block `index`'s ID: base64 of `avml` and the index as 8 decimal digits.
     ///
     /// Every ID has the same length (16 characters, Azure's rule for one blob), names
-    /// its position in the blob (the list commits them in index order), and uses no
-    /// `+`, `/` or `=` (these letters and digits never produce them), though it is
-    /// percent-encoded in URLs all the same.
+    /// its position in the blob (the list commits them in index order), and is made of
+    /// letters and digits only (12 bytes need no `=` padding, and these bytes never
+    /// produce `+` or `/`), so it goes into a URL's query unencoded.
     public static func blockID(_ index: Int) -> String {
         var digits = String(index)
         digits = String(repeating: "0", count: max(0, 8 - digits.count)) + digits
-        return base64(Array(("avml" + digits).utf8))
-    }
-
-    static func base64(_ bytes: [UInt8]) -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-        var output: [UInt8] = []
-        var index = 0
-        while index < bytes.count {
-            let b0 = UInt32(bytes[index])
-            let b1 = index + 1 < bytes.count ? UInt32(bytes[index + 1]) : 0
-            let b2 = index + 2 < bytes.count ? UInt32(bytes[index + 2]) : 0
-            let triple = b0 << 16 | b1 << 8 | b2
-            output.append(alphabet[Int(triple >> 18 & 63)])
-            output.append(alphabet[Int(triple >> 12 & 63)])
-            output.append(index + 1 < bytes.count ? alphabet[Int(triple >> 6 & 63)] : UInt8(ascii: "="))
-            output.append(index + 2 < bytes.count ? alphabet[Int(triple & 63)] : UInt8(ascii: "="))
-            index += 3
-        }
-        return String(decoding: output, as: UTF8.self)
+        return Data(("avml" + digits).utf8).base64EncodedString()
     }
 
     /// The XML body of Put Block List: every block, in order, as `<Latest>`.

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Glibc
 import ImageFormats
 import NIOCore
@@ -35,11 +34,6 @@ final class UploadSource: Sendable {
         try? descriptor.close()
     }
 
-    /// An HTTP body streaming `range` of the file, `chunkSize` bytes at a time.
-    func body(_ range: Range<UInt64>, progress: AttemptProgress) -> HTTPClientRequest.Body {
-        .stream(FileChunks(source: self, range: range, progress: progress), length: .known(Int64(range.count)))
-    }
-
     /// Reads `count` bytes at `offset` into a new buffer.
     /// - Throws: `UploadError.localFile` on a read error, `.fileChanged` if the file got shorter.
     func read(offset: UInt64, count: Int) throws(UploadError) -> ByteBuffer {
@@ -65,35 +59,5 @@ final class UploadSource: Sendable {
         var info = stat()
         guard fstat(descriptor.rawValue, &info) == 0 else { return nil }
         return UInt64(info.st_size)
-    }
-}
-
-/// Part of a file as an async sequence of 1 MiB buffers, for a streamed request body.
-struct FileChunks: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    static let chunkSize = 1 << 20
-
-    let source: UploadSource
-    let range: Range<UInt64>
-    let progress: AttemptProgress
-
-    struct AsyncIterator: AsyncIteratorProtocol {
-        let source: UploadSource
-        let end: UInt64
-        let progress: AttemptProgress
-        var position: UInt64
-
-        mutating func next() async throws -> ByteBuffer? {
-            guard position < end else { return nil }
-            let count = Int(Swift.min(UInt64(FileChunks.chunkSize), end - position))
-            let buffer = try source.read(offset: position, count: count)
-            position += UInt64(count)
-            progress.add(count)
-            return buffer
-        }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(source: source, end: range.upperBound, progress: progress, position: range.lowerBound)
     }
 }

@@ -1,5 +1,4 @@
-import AsyncHTTPClient
-import NIOCore
+import NIOHTTP1
 
 /// What an upload sent and how the destination confirmed it.
 public struct UploadReceipt: Sendable, Equatable {
@@ -42,25 +41,17 @@ public enum HTTPPutUpload {
     ) async throws(UploadError) -> UploadReceipt {
         let destination = try UploadURL(url)
         let source = try UploadSource(path: path)
-        if let limit = destination.store.singlePutLimit, source.size > limit {
+        if let limit = destination.store.exceededSinglePutLimit(source.size) {
             throw .singlePutLimit(path: path, size: source.size, store: destination.store, limit: limit)
         }
         let counter = progress.map { TransferCounter(total: source.size, report: $0) }
         let transport = try HTTPTransport(url: destination, settings: settings)
-        let label = RequestLabel(method: "PUT", url: destination, purpose: "\(source.size) bytes")
-        do {
-            _ = try await transport.send(label, counter: counter) { attempt in
-                var request = HTTPClientRequest(url: destination.absolute)
-                request.method = .PUT
-                request.headers.add(name: "x-ms-blob-type", value: "BlockBlob")
-                request.body = source.size == 0 ? .bytes(ByteBuffer()) : source.body(0..<source.size, progress: attempt)
-                return request
-            }
-        } catch {
-            await transport.shutdown()
-            throw error
-        }
-        await transport.shutdown()
+        _ = try await transport.send(
+            RequestLabel(method: "PUT", url: destination, purpose: "\(source.size) bytes"),
+            HTTPRequest(
+                method: .PUT, target: destination.requestTarget(), headers: ["x-ms-blob-type": "BlockBlob"],
+                body: .file(source, 0..<source.size)),
+            counter: counter)
         if let now = source.currentSize(), now != source.size {
             throw .fileChanged(path: path, expected: source.size, actual: now)
         }

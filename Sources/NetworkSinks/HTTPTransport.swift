@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Glibc
 import ImageFormats
 import NIOCore
@@ -6,14 +5,6 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
-
-/// What a successful request returned.
-public struct HTTPResult: Sendable {
-    public var status: Int
-    public var headers: HTTPHeaders
-    /// The start of the body (at most 64 KiB).
-    public var body: String
-}
 
 /// Bytes sent by one attempt, added to a transfer's total as they go and taken
 /// back if the attempt fails, so progress never counts a retried block twice.
@@ -70,61 +61,56 @@ public final class TransferCounter: Sendable {
     }
 }
 
-/// Sends requests to one destination with async-http-client, retrying as `RetryPolicy` says.
+/// Sends requests to one destination, retrying as `RetryPolicy` says: the one place
+/// that sets up HTTP for an upload.
 ///
-/// One client per destination: the proxy depends on the host (`NO_PROXY`). TLS trusts
-/// the system's CA bundle, or `SSL_CERT_FILE`. Redirects are not followed (a presigned
-/// URL that redirects is reported). Call `shutdown()` when done.
+/// Set-up happens once, here: the proxy (which depends on the host: `NO_PROXY`) and,
+/// for https, the TLS context that trusts the system's CA bundle or `SSL_CERT_FILE`.
+/// Nothing needs shutting down: every attempt runs on a connection of its own that
+/// `HTTPExchange` closes on every path, and the event loops are SwiftNIO's shared
+/// ones. Redirects are not followed (a presigned URL that redirects is reported).
 final class HTTPTransport: Sendable {
     let url: UploadURL
     let settings: TransferSettings
-    private let client: HTTPClient
+    private let exchange: HTTPExchange
     private let secrets: [String]
 
+    /// - Throws: `UploadError.invalidURL` for a bad proxy variable, `.tlsSetup` for a
+    ///   CA bundle that cannot be read.
     init(url: UploadURL, settings: TransferSettings) throws(UploadError) {
         self.url = url
         self.settings = settings
         self.secrets = url.secrets
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.decompression = .disabled
-        configuration.httpVersion = .http1Only
-        // Each failed connection is one attempt of our policy, not ten seconds of the pool's own retries.
-        configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.timeout = HTTPClient.Configuration.Timeout(
-            connect: Self.timeAmount(settings.connectTimeout), read: Self.timeAmount(settings.idleTimeout),
-            write: Self.timeAmount(settings.idleTimeout))
-        var tls = TLSConfiguration.makeClientConfiguration()
-        if let bundle = CABundle.path(environment: settings.environment) {
-            tls.trustRoots = .file(bundle)
-        }
-        configuration.tlsConfiguration = tls
+        var route = Route(host: url.host, port: url.port)
         if let proxy = try ProxySetting.forDestination(url, environment: settings.environment) {
-            var authorization: HTTPClient.Authorization?
-            if let username = proxy.username {
-                authorization = .basic(username: username, password: proxy.password ?? "")
-            }
-            configuration.proxy = .server(host: proxy.host, port: proxy.port, authorization: authorization)
+            route = Route(host: proxy.host, port: proxy.port, tunnel: Route.Tunnel(authorization: proxy.authorization))
         }
-        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }
-
-    func shutdown() async {
-        try? await client.shutdown()
+        var tls: NIOSSLContext?
+        if url.scheme == "https" {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if let bundle = CABundle.path(environment: settings.environment) {
+                configuration.trustRoots = .file(bundle)
+            }
+            do {
+                tls = try NIOSSLContext(configuration: configuration)
+            } catch {
+                throw .tlsSetup(url.description, detail: Self.describe(error))
+            }
+        }
+        exchange = HTTPExchange(url: url, route: route, tls: tls, settings: settings)
     }
 
     /// Sends a request until it succeeds (2xx), fails for good, or runs out of attempts.
     ///
     /// - Parameters:
     ///   - label: the request as messages name it.
+    ///   - request: what every attempt sends (a file body is read again for each).
     ///   - counter: where the body's bytes are counted, if progress is shown.
-    ///   - makeRequest: builds the request for one attempt (a streamed body can be read only once).
     /// - Returns: the status, headers and the start of the body.
     /// - Throws: `UploadError` naming the request, the status and the server's text.
-    func send(
-        _ label: RequestLabel, counter: TransferCounter? = nil,
-        makeRequest: @Sendable (AttemptProgress) throws(UploadError) -> HTTPClientRequest
-    ) async throws(UploadError) -> HTTPResult {
+    func send(_ label: RequestLabel, _ request: HTTPRequest, counter: TransferCounter? = nil) async throws(UploadError)
+        -> HTTPResult
+    {
         var attempt = 0
         while true {
             attempt += 1
@@ -134,19 +120,14 @@ final class HTTPTransport: Sendable {
             let failure: String
             var rejection: UploadError?
             do {
-                let request = try makeRequest(progress)
-                let response = try await client.execute(request, deadline: .distantFuture)
-                let body = await Self.collectPrefix(of: response.body)
-                let status = Int(response.status.code)
-                if (200..<300).contains(status) {
-                    return HTTPResult(status: status, headers: response.headers, body: body)
-                }
-                let message = Self.serverMessage(body: body, headers: response.headers, secrets: secrets)
-                outcome = .status(status, retryAfter: response.headers.first(name: "Retry-After"))
+                let result = try await exchange.run(request, progress: progress)
+                if result.isSuccess { return result }
+                let message = Self.serverMessage(body: result.body, headers: result.headers, secrets: secrets)
+                outcome = .status(result.status, retryAfter: result.headers.first(name: "Retry-After"))
                 // An unknown status keeps the server's own phrase: text from outside.
-                let reason = escapedForLog(response.status.reasonPhrase)
-                failure = "HTTP \(status) \(reason)" + (message.isEmpty ? "" : ": \(message)")
-                rejection = .rejected(label, status: status, reason: reason, serverMessage: message)
+                let reason = escapedForLog(result.reason)
+                failure = "HTTP \(result.status) \(reason)" + (message.isEmpty ? "" : ": \(message)")
+                rejection = .rejected(label, status: result.status, reason: reason, serverMessage: message)
             } catch let error as UploadError {
                 progress.rollBack()
                 throw error
@@ -180,23 +161,6 @@ final class HTTPTransport: Sendable {
         }
     }
 
-    /// Reads the whole response body, keeping its first 64 KiB as text.
-    static func collectPrefix(of body: HTTPClientResponse.Body) async -> String {
-        var kept = ByteBuffer()
-        do {
-            for try await var part in body {
-                let room = 65536 - kept.readableBytes
-                if room > 0, let slice = part.readSlice(length: min(room, part.readableBytes)) {
-                    var slice = slice
-                    kept.writeBuffer(&slice)
-                }
-            }
-        } catch {
-            // A body cut short still tells what the server said so far.
-        }
-        return String(buffer: kept)
-    }
-
     /// The server's own error, short: S3's and Azure's `<Code>` and `<Message>`, else the
     /// start of the body, else Azure's `x-ms-error-code` header; secrets scrubbed.
     static func serverMessage(body: String, headers: HTTPHeaders, secrets: [String]) -> String {
@@ -217,46 +181,40 @@ final class HTTPTransport: Sendable {
     }
 
     /// The text of the first `<name>…</name>` in `xml`, entities decoded.
+    ///
+    /// Not an XML parser, on purpose: the only XML read is Azure's and S3's error
+    /// bodies and Azure's block list, small documents of a fixed shape whose elements
+    /// carry no attributes, read from at most `HTTPExchange.errorBodyLimit` bytes (or
+    /// the block list's bound). FoundationXML's `XMLParser` would bring libxml2 and
+    /// full Foundation with its ICU data (the 34 MB the static binary shed); a missed
+    /// element only makes a message shorter, or a block list fail to verify.
     static func xmlElement(_ name: String, in xml: String) -> String? {
         guard let open = xml.firstRange(of: "<\(name)>"), let close = xml[open.upperBound...].firstRange(of: "</\(name)>")
         else { return nil }
         return decodeEntities(String(xml[open.upperBound..<close.lowerBound]))
     }
 
+    /// XML's five predefined entities decoded (`&amp;` last, so `&amp;lt;` stays `&lt;`).
     static func decodeEntities(_ text: String) -> String {
         var result = text
         for (entity, character) in [("&lt;", "<"), ("&gt;", ">"), ("&quot;", "\""), ("&apos;", "'"), ("&amp;", "&")] {
-            var output = ""
-            var rest = Substring(result)
-            while let range = rest.firstRange(of: entity) {
-                output += rest[..<range.lowerBound]
-                output += character
-                rest = rest[range.upperBound...]
-            }
-            result = output + rest
+            result = result.replacing(entity, with: character)
         }
         return result
     }
 
     /// Whether a failure below HTTP is worth another attempt: connection refused or
     /// reset, time-outs, DNS, a dropped connection; not a TLS certificate failure, a
-    /// refused proxy authentication or a malformed request.
+    /// proxy that refused the tunnel, or an answer that is not HTTP.
     static func isRetryable(_ error: Error) -> Bool {
-        if let error = error as? HTTPClientError {
-            let retryable: [HTTPClientError] = [
-                .connectTimeout, .readTimeout, .writeTimeout, .remoteConnectionClosed, .tlsHandshakeTimeout,
-                .httpProxyHandshakeTimeout, .socksHandshakeTimeout, .getConnectionFromPoolTimeout, .deadlineExceeded,
-                .uncleanShutdown, .invalidProxyResponse,
-            ]
-            return retryable.contains(error)
-        }
+        if let error = error as? HTTPExchangeError { return error.isRetryable }
         if let error = error as? NIOSSLError {
             switch error {
             case .uncleanShutdown: return true
             default: return false
             }
         }
-        if error is BoringSSLError || error is NIOSSLExtraError { return false }
+        if error is BoringSSLError || error is NIOSSLExtraError || error is HTTPParserError { return false }
         return true
     }
 
@@ -268,15 +226,6 @@ final class HTTPTransport: Sendable {
         if let error = error as? IOError {
             return "connection failed: \(String(cString: strerror(error.errnoCode)))"
         }
-        if let error = error as? HTTPClientError {
-            switch error {
-            case .remoteConnectionClosed: return "the server closed the connection"
-            case .connectTimeout: return "connecting timed out"
-            case .readTimeout: return "the server sent nothing for too long"
-            case .writeTimeout: return "the server took nothing for too long"
-            default: return "\(error)"
-            }
-        }
         if let error = error as? NIOConnectionError {
             let causes = error.connectionErrors.map { "\($0.target): \(describe($0.error))" }
             if let dns = error.dnsAAAAError ?? error.dnsAError, causes.isEmpty {
@@ -284,8 +233,15 @@ final class HTTPTransport: Sendable {
             }
             return causes.isEmpty ? "\(error)" : causes.joined(separator: "; ")
         }
-        if let error = error as? ChannelError, error == .eof {
-            return "the server closed the connection"
+        if let error = error as? ChannelError {
+            switch error {
+            case .connectTimeout: return "connecting timed out"
+            case .eof, .ioOnClosedChannel, .alreadyClosed: return "the server closed the connection"
+            default: break
+            }
+        }
+        if let error = error as? HTTPParserError {
+            return "the answer is not valid HTTP/1.1 (\(error))"
         }
         return "\(error)"
     }
@@ -294,9 +250,5 @@ final class HTTPTransport: Sendable {
         let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
         if milliseconds < 1000 { return "\(milliseconds) ms" }
         return "\(milliseconds / 1000).\(String(milliseconds % 1000 / 100)) s"
-    }
-
-    static func timeAmount(_ duration: Duration) -> TimeAmount {
-        .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 }

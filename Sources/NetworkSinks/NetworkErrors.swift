@@ -35,8 +35,11 @@ public enum UploadError: Error, Sendable, CustomStringConvertible {
     case retriesExhausted(RequestLabel, attempts: Int, lastFailure: String)
     /// The request failed in a way retrying cannot fix (TLS certificate, proxy refused).
     case transport(RequestLabel, detail: String)
-    /// The file is larger than the store accepts in one PUT; checked before sending.
-    case singlePutLimit(path: String, size: UInt64, store: ObjectStore, limit: UInt64)
+    /// TLS could not be set up for the URL (the CA bundle cannot be read); nothing was sent.
+    case tlsSetup(String, detail: String)
+    /// The image is (or, with no path, can be) larger than the store accepts in one PUT;
+    /// checked before sending, and by `UploadDestination.checkCapacity` before capturing.
+    case singlePutLimit(path: String?, size: UInt64, store: ObjectStore, limit: UInt64)
     /// More than 50,000 blocks of 4000 MiB.
     case blobTooLarge(size: UInt64)
     /// A stream outgrew the block plan made from its estimate.
@@ -71,10 +74,13 @@ public enum UploadError: Error, Sendable, CustomStringConvertible {
             return "upload failed: \(request): gave up after \(attempts) attempts; last: \(last)"
         case .transport(let request, let detail):
             return "upload failed: \(request): \(detail)"
+        case .tlsSetup(let url, let detail):
+            return "cannot set up TLS for \(url): \(detail) (check SSL_CERT_FILE or the system's CA bundle)"
         case .singlePutLimit(let path, let size, let store, let limit):
+            let what = path.map { "\(escapedForLog($0)) is \(size) bytes" } ?? "the image can be up to \(size) bytes"
             var text =
-                "\(escapedForLog(path)) is \(size) bytes, more than the \(Self.sizeText(limit)) \(store.rawValue) "
-                + "accepts in one PUT; nothing was sent. "
+                "\(what), more than the \(Self.sizeText(limit)) \(store.rawValue) accepts in one PUT; "
+                + (path == nil ? "no memory was read and nothing was sent. " : "nothing was sent. ")
             switch store {
             case .s3:
                 text +=
@@ -128,38 +134,5 @@ public enum UploadError: Error, Sendable, CustomStringConvertible {
         if bytes >= 1 << 40 && bytes % (1 << 40) == 0 { return "\(bytes >> 40) TiB" }
         if bytes >= 1 << 30 && bytes % (1 << 30) == 0 { return "\(bytes >> 30) GiB" }
         return "\(bytes >> 20) MiB"
-    }
-}
-
-/// A failed TCP stream, naming the destination and how many bytes it had accepted.
-public enum TCPSinkError: Error, Sendable, CustomStringConvertible {
-    case invalidAddress(String, reason: String)
-    /// The host name did not resolve.
-    case resolve(String, message: String)
-    /// No address of the destination accepted the connection.
-    case connect(String, errno: Errno)
-    /// Sending failed: the receiver closed or reset the connection, or the network failed.
-    case send(String, sent: UInt64, errno: Errno)
-    /// The receiver stopped reading for too long.
-    case stalled(String, sent: UInt64, seconds: Int)
-
-    public var description: String {
-        switch self {
-        case .invalidAddress(let text, let reason):
-            return "invalid destination \(text): \(reason)"
-        case .resolve(let destination, let message):
-            return "cannot resolve \(destination): \(message)"
-        case .connect(let destination, let errno):
-            return "cannot connect to \(destination): \(errno)"
-        case .send(let destination, let sent, let errno):
-            var text = "the connection to \(destination) failed after \(sent) bytes: \(errno)"
-            if errno == .brokenPipe || errno == .connectionReset {
-                text += " (the receiver closed the connection; the image there is incomplete)"
-            }
-            return text
-        case .stalled(let destination, let sent, let seconds):
-            return
-                "\(destination) accepted no data for \(seconds) s after \(sent) bytes; giving up (the image there is incomplete)"
-        }
     }
 }

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import ImageFormats
 
 /// Keeping secrets out of messages.
@@ -70,7 +71,7 @@ public enum Redaction {
     public static func redactedText(_ text: String, secrets: [String] = [], limit: Int = 1000) -> String {
         var result = text
         for secret in secrets where !secret.isEmpty {
-            result = replacingAll(secret, in: result, with: "[redacted]")
+            result = result.replacing(secret, with: "[redacted]")
         }
         result = strippingURLQueries(result)
         result = redactingSecretParameters(result)
@@ -133,31 +134,10 @@ public enum Redaction {
         return String(output)
     }
 
+    /// `text` with its percent-escapes decoded by `URLComponents`; `text` itself if
+    /// it holds an invalid escape (a secret is scrubbed in the form it was given, too).
     static func percentDecoded(_ text: String) -> String {
-        var bytes: [UInt8] = []
-        let utf8 = Array(text.utf8)
-        var index = 0
-        while index < utf8.count {
-            if utf8[index] == UInt8(ascii: "%"), index + 2 < utf8.count,
-                let high = hexValue(utf8[index + 1]), let low = hexValue(utf8[index + 2])
-            {
-                bytes.append(high << 4 | low)
-                index += 3
-            } else {
-                bytes.append(utf8[index] == UInt8(ascii: "+") ? UInt8(ascii: " ") : utf8[index])
-                index += 1
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
-        default: return nil
-        }
+        URLComponents(string: "?" + text)?.query ?? text
     }
 
     private static func firstURLStart(in text: Substring) -> Substring.Index? {
@@ -184,16 +164,4 @@ public enum Redaction {
         scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "-" || scalar == "_"
     }
 
-    private static func replacingAll(_ target: String, in text: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return text }
-        var output = ""
-        var rest = Substring(text)
-        while let range = rest.firstRange(of: target) {
-            output += rest[..<range.lowerBound]
-            output += replacement
-            rest = rest[range.upperBound...]
-        }
-        output += rest
-        return output
-    }
 }

@@ -1,3 +1,5 @@
+import CSystemShims
+
 /// When and how long to wait before sending a request again.
 ///
 /// Pure: the caller supplies the attempt number, what went wrong and a random
@@ -98,53 +100,19 @@ public enum RetryAfter {
         return .seconds(max(0, date - now))
     }
 
-    /// Seconds since 1970 for an HTTP-date in any of its three forms:
+    /// Seconds since 1970 for an HTTP-date in any of its three forms (RFC 9110 §5.6.7):
     /// IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, RFC 850 `Sunday, 06-Nov-94 08:49:37 GMT`,
     /// and asctime `Sun Nov  6 08:49:37 1994`.
+    ///
+    /// Read by the C library's `strptime` and `timegm` (FoundationEssentials has no
+    /// HTTP-date format style in Swift 6.3). Names of days and months are the C
+    /// locale's; a two-digit year is 1969–2068, as `strptime` reads `%y`.
     public static func parseHTTPDate(_ text: String) -> Int64? {
-        let fields = text.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
-        var day: Int64
-        var month: Int64
-        var year: Int64
-        var time: String
-        switch fields.count {
-        case 6 where fields[5] == "GMT":  // IMF-fixdate
-            guard let d = Int64(fields[1]), let m = monthNumber(fields[2]), let y = Int64(fields[3]) else { return nil }
-            (day, month, year, time) = (d, m, y, fields[4])
-        case 4 where fields[3] == "GMT":  // RFC 850
-            let parts = fields[1].split(separator: "-").map(String.init)
-            guard parts.count == 3, let d = Int64(parts[0]), let m = monthNumber(parts[1]), let yy = Int64(parts[2]) else {
-                return nil
-            }
-            // Two-digit years: RFC 9110 says to read one more than 50 years ahead as the past.
-            (day, month, year, time) = (d, m, yy < 100 ? (yy < 70 ? 2000 + yy : 1900 + yy) : yy, fields[2])
-        case 5:  // asctime
-            guard let m = monthNumber(fields[1]), let d = Int64(fields[2]), let y = Int64(fields[4]) else { return nil }
-            (day, month, year, time) = (d, m, y, fields[3])
-        default:
-            return nil
+        for format in ["%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"] {
+            let seconds = avml_parse_utc_time(text, format)
+            if seconds >= 0 { return Int64(seconds) }
         }
-        let clock = time.split(separator: ":").compactMap { Int64($0) }
-        guard clock.count == 3, (1...31).contains(day), (0...23).contains(clock[0]), (0...59).contains(clock[1]),
-            (0...60).contains(clock[2]), (1...9999).contains(year)
-        else { return nil }
-        return daysFromCivil(year: year, month: month, day: day) * 86_400 + clock[0] * 3600 + clock[1] * 60 + clock[2]
-    }
-
-    private static func monthNumber(_ name: String) -> Int64? {
-        let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-        guard let index = months.firstIndex(of: name.lowercased()) else { return nil }
-        return Int64(index + 1)
-    }
-
-    /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's algorithm).
-    static func daysFromCivil(year: Int64, month: Int64, day: Int64) -> Int64 {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yearOfEra = y - era * 400
-        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
+        return nil
     }
 }
 

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import Glibc
 
 /// What every upload shares: the retry policy, time-outs, and the environment that
@@ -9,6 +10,13 @@ public struct TransferSettings: Sendable {
     public var connectTimeout: Duration
     /// Time allowed with no byte sent or received before an attempt is abandoned.
     public var idleTimeout: Duration
+    /// The slowest average rate, in bytes a second, at which an attempt may send its
+    /// body: with the time-outs it sets the attempt's overall deadline, so a server
+    /// that takes or sends a byte now and then cannot hold an upload forever.
+    public var minimumRate: UInt64 = 64 << 10
+    /// How long the body of an error answer (its `<Code>` and `<Message>`) may take
+    /// after its head; the rest is not waited for. Servers send both together.
+    public var errorBodyGrace: Duration = .milliseconds(500)
     /// Environment variables consulted for the proxy and the CA bundle.
     public var environment: [String: String]
     /// Told about every attempt that failed and will be retried (already redacted).
@@ -23,6 +31,12 @@ public struct TransferSettings: Sendable {
         self.idleTimeout = idleTimeout
         self.environment = environment
         self.onRetry = onRetry
+    }
+
+    /// The overall deadline of one attempt with `bytes` of body: the connect and idle
+    /// time-outs plus the body at `minimumRate` (a 5 MiB block: 210 s; 5 GiB: about 23 h).
+    public func deadline(forBodyBytes bytes: UInt64) -> Duration {
+        connectTimeout + idleTimeout + .seconds(Int64(bytes / max(minimumRate, 1)))
     }
 
     /// Settings from this process's environment. `AVML_RETRY_BASE_MS` shortens the
@@ -59,6 +73,12 @@ public struct ProxySetting: Sendable, Equatable {
     public var username: String?
     public var password: String?
 
+    /// The `Proxy-Authorization` value for the credentials, if any: HTTP Basic (RFC 7617).
+    var authorization: String? {
+        guard let username else { return nil }
+        return "Basic " + Data("\(username):\(password ?? "")".utf8).base64EncodedString()
+    }
+
     /// The proxy for `url`, as curl chooses it: `HTTPS_PROXY`/`https_proxy` for https,
     /// `HTTP_PROXY`/`http_proxy` for http, none when `NO_PROXY`/`no_proxy` lists the host
     /// (`*`, a name, `.suffix` or `suffix` matching the host and its subdomains, an IP
@@ -73,34 +93,25 @@ public struct ProxySetting: Sendable, Equatable {
         return try parse(value)
     }
 
-    /// Parses a proxy variable's value.
+    /// Parses a proxy variable's value, `[http://][user:password@]host[:port]`, with
+    /// `URLComponents` (which also decodes percent-escapes in the credentials).
     public static func parse(_ value: String) throws(UploadError) -> ProxySetting {
         var text = value.trimmingSpaces()
         if !text.contains("://") { text = "http://" + text }
-        let lower = text.lowercased()
-        guard lower.hasPrefix("http://") else {
-            throw .invalidURL(Redaction.redactedURL(value), reason: "only http:// proxies are supported (CONNECT)")
+        let redacted = Redaction.redactedURL(value)
+        guard text.lowercased().hasPrefix("http://") else {
+            throw .invalidURL(redacted, reason: "only http:// proxies are supported (CONNECT)")
         }
-        var username: String?
-        var password: String?
-        let authorityStart = text.index(text.startIndex, offsetBy: 7)
-        let authorityEnd = text[authorityStart...].firstIndex(of: "/") ?? text.endIndex
-        var authority = text[authorityStart..<authorityEnd]
-        if let at = authority.lastIndex(of: "@") {
-            let credentials = authority[..<at]
-            if let colon = credentials.firstIndex(of: ":") {
-                username = Redaction.percentDecoded(String(credentials[..<colon]))
-                password = Redaction.percentDecoded(String(credentials[credentials.index(after: colon)...]))
-            } else {
-                username = Redaction.percentDecoded(String(credentials))
-            }
-            authority = authority[authority.index(after: at)...]
+        guard let components = URLComponents(string: text), var host = components.host, !host.isEmpty else {
+            throw .invalidURL(redacted, reason: "a proxy is [http://][user:password@]host[:port]")
         }
-        let parsed = try UploadURL("http://" + authority + "/")
-        let hostPart = authority.hasPrefix("[") ? authority[(authority.firstIndex(of: "]") ?? authority.endIndex)...] : authority
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         // curl's default proxy port is 1080.
-        return ProxySetting(
-            host: parsed.host, port: hostPart.contains(":") ? parsed.port : 1080, username: username, password: password)
+        let port = components.port ?? 1080
+        guard (1...65535).contains(port) else {
+            throw .invalidURL(redacted, reason: "the port must be a number from 1 to 65535")
+        }
+        return ProxySetting(host: host.lowercased(), port: port, username: components.user, password: components.password)
     }
 
     /// Whether `NO_PROXY` exempts `host`.

@@ -1,6 +1,7 @@
 import Glibc
 import ImagePipeline
 import SystemPackage
+import TCPStreaming
 
 /// Where `acquire --url/--sas-url` and `avml upload` send a finished image.
 public enum UploadDestination: Sendable, Equatable {
@@ -8,6 +9,32 @@ public enum UploadDestination: Sendable, Equatable {
     case put(url: String)
     /// An Azure Block Blob (`--sas-url`, `upload blob`).
     case blob(sasURL: String, blockSizeMiB: UInt64?, concurrency: Int?)
+}
+
+extension UploadDestination {
+    /// Refuses, before any memory is read, a destination that cannot take an image of
+    /// up to `size` bytes, so that `acquire --url` fails at once instead of after the
+    /// capture: one PUT beyond the store's limit (S3 5 GiB, Azure Put Blob 5000 MiB,
+    /// GCS 5 TiB; none for other servers), or a Block Blob beyond 50,000 blocks of
+    /// 4000 MiB. The URL is checked too.
+    ///
+    /// - Parameter size: the largest the image can be. For a LiME image that is known
+    ///   from the plan: the memory to capture plus a 32-byte header for every record
+    ///   (each range cut into 16 MiB records).
+    /// - Throws: `UploadError.singlePutLimit` (with no path), `.blobTooLarge`,
+    ///   `.invalidURL` or `.notABlobURL`.
+    public func checkCapacity(imageSizeAtMost size: UInt64) throws(UploadError) {
+        switch self {
+        case .put(let url):
+            let store = try UploadURL(url).store
+            if let limit = store.exceededSinglePutLimit(size) {
+                throw .singlePutLimit(path: nil, size: size, store: store, limit: limit)
+            }
+        case .blob(let sasURL, let blockSizeMiB, let concurrency):
+            guard try UploadURL(sasURL).namesBlob else { throw .notABlobURL(Redaction.redactedURL(sasURL)) }
+            _ = try BlockPlan(size: size, blockSizeMiB: blockSizeMiB, concurrency: concurrency)
+        }
+    }
 }
 
 /// Uploading a finished image file, from synchronous code.
@@ -70,7 +97,9 @@ public enum ImageStreaming {
             sink.abort()
             throw failure ?? error
         }
-        return (result, try sink.finish())
+        try sink.finish()
+        guard let receipt = sink.receipt else { throw UploadError.cancelled }
+        return (result, receipt)
     }
 
     /// Captures memory over TCP to `address` (`avml stream tcp HOST:PORT`).

@@ -71,13 +71,17 @@ struct UploadURLTests {
         #expect(url.path == "/c/b.lime" && url.query == "sv=1&sig=2")
         #expect(url.description == "https://Acct.blob.core.windows.net:8443/c/b.lime")
         #expect(url.namesBlob)
-        #expect(url.addingQuery("comp=block") == "https://Acct.blob.core.windows.net:8443/c/b.lime?sv=1&sig=2&comp=block")
+        #expect(url.requestTarget(addingQuery: "comp=block") == "/c/b.lime?sv=1&sig=2&comp=block")
+        #expect(url.requestTarget() == "/c/b.lime?sv=1&sig=2")
+        #expect(url.hostHeader == "acct.blob.core.windows.net:8443" && url.authority == url.hostHeader)
     }
 
     @Test func defaultsPortsAndAddsAQueryWhereThereIsNone() throws {
         let plain = try UploadURL("http://[::1]/c/b")
         #expect(plain.host == "::1" && plain.port == 80)
-        #expect(plain.addingQuery("comp=block") == "http://[::1]/c/b?comp=block")
+        #expect(plain.requestTarget(addingQuery: "comp=block") == "/c/b?comp=block")
+        #expect(plain.hostHeader == "[::1]" && plain.authority == "[::1]:80")
+        #expect(try UploadURL("https://h/a%2Fb?x=%2B").requestTarget() == "/a%2Fb?x=%2B")  // kept as given: it is signed
         #expect(try UploadURL("https://h").port == 443)
         #expect(try UploadURL("https://h").namesBlob == false)
     }
@@ -124,23 +128,6 @@ struct UploadURLTests {
         #expect(text.contains("5 GiB"))
         #expect(text.contains("nothing was sent"))
         #expect(text.contains("--compress"))
-    }
-}
-
-struct HostPortTests {
-    @Test(arguments: [
-        ("127.0.0.1:4444", "127.0.0.1", UInt16(4444)),
-        ("[::1]:9", "::1", 9),
-        ("collector.example:65535", "collector.example", 65535),
-    ])
-    func parses(text: String, host: String, port: UInt16) throws {
-        let parsed = try HostPort(text)
-        #expect(parsed.host == host && parsed.port == port)
-    }
-
-    @Test(arguments: ["127.0.0.1", ":80", "host:0", "host:65536", "host:port", "::1:80", "[::1]80"])
-    func rejects(text: String) {
-        #expect(throws: TCPSinkError.self) { try HostPort(text) }
     }
 }
 

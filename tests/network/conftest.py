@@ -281,18 +281,17 @@ def tls_azure_server(tls_material):
         stop(server.process)
 
 
-# --- a CONNECT proxy ----------------------------------------------------------------------
+# --- raw loopback servers: a CONNECT proxy, and test_bounded_responses.py's ----------------
 
 
-class ConnectProxy:
-    """An HTTP CONNECT proxy on 127.0.0.1 that relays to loopback only and counts tunnels."""
+class LoopbackServer:
+    """A TCP server on 127.0.0.1 with a random port: `handle(client)` runs in a thread per connection."""
 
     def __init__(self):
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
-        self.tunnels: list[str] = []
         self.running = True
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
@@ -306,7 +305,26 @@ class ConnectProxy:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self.tunnel, args=(client,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(client,), daemon=True).start()
+
+    def handle(self, client: socket.socket):
+        raise NotImplementedError
+
+    def close(self):
+        self.running = False
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
+class ConnectProxy(LoopbackServer):
+    """An HTTP CONNECT proxy on 127.0.0.1 that relays to loopback only and counts tunnels."""
+
+    def __init__(self):
+        self.tunnels: list[str] = []
+        super().__init__()
+
+    def handle(self, client: socket.socket):
+        self.tunnel(client)
 
     def tunnel(self, client: socket.socket):
         with client:
@@ -336,12 +354,6 @@ class ConnectProxy:
                         if not data:
                             return
                         (upstream if source is client else client).sendall(data)
-
-    def close(self):
-        self.running = False
-        self.listener.close()
-        self.thread.join(timeout=5)
-
 
 @pytest.fixture
 def connect_proxy():

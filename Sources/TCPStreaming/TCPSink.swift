@@ -9,6 +9,10 @@ import SystemPackage
 /// is encrypted: use it on a network you trust, or through an SSH tunnel. A write
 /// that fails (the receiver closed or reset the connection) or that the receiver
 /// does not take for `stallTimeout` seconds stops the capture with an error.
+///
+/// Plain sockets, no SwiftNIO: the acquire-only build streams with this and links no
+/// network stack. Lifecycle: `write`*, then exactly one of `finish()` (orderly
+/// shutdown) or `abort()` (reset).
 public final class TCPSink: ImageSink {
     public let destination: HostPort
     private let descriptor: Int32
@@ -16,6 +20,7 @@ public final class TCPSink: ImageSink {
     /// Bytes the kernel accepted so far.
     public private(set) var bytesSent: UInt64 = 0
     private let stallTimeout: Int
+    private let drainTimeout: Int
 
     /// Connects to `address`.
     ///
@@ -23,10 +28,14 @@ public final class TCPSink: ImageSink {
     ///   - address: `HOST:PORT`, `[IPv6]:PORT` or `IPv4:PORT`.
     ///   - connectTimeout: seconds to wait for each address to accept.
     ///   - stallTimeout: seconds a write may wait for the receiver to take data.
+    ///   - drainTimeout: seconds `finish()` waits for the receiver to close its side.
     /// - Throws: `TCPSinkError` for a bad address, a name that does not resolve, or no address accepting.
-    public init(address: String, connectTimeout: Int = 10, stallTimeout: Int = 120) throws(TCPSinkError) {
+    public init(address: String, connectTimeout: Int = 10, stallTimeout: Int = 120, drainTimeout: Int = 10)
+        throws(TCPSinkError)
+    {
         destination = try HostPort(address)
         self.stallTimeout = stallTimeout
+        self.drainTimeout = drainTimeout
         descriptor = try Self.connect(to: destination, timeout: connectTimeout)
         var seconds = timeval(tv_sec: stallTimeout, tv_usec: 0)
         _ = setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
@@ -38,7 +47,7 @@ public final class TCPSink: ImageSink {
         if !closed { Glibc.close(descriptor) }
     }
 
-    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(TCPSinkError) {
         guard let base = bytes.baseAddress else { return }
         var offset = 0
         while offset < bytes.count {
@@ -48,9 +57,9 @@ public final class TCPSink: ImageSink {
                 let failure = Errno(rawValue: errno)
                 if failure == .interrupted { continue }
                 if failure == .wouldBlock || failure == .resourceTemporarilyUnavailable {
-                    throw TCPSinkError.stalled(destination.description, sent: bytesSent, seconds: stallTimeout)
+                    throw .stalled(destination.description, sent: bytesSent, seconds: stallTimeout)
                 }
-                throw TCPSinkError.send(destination.description, sent: bytesSent, errno: failure)
+                throw .send(destination.description, sent: bytesSent, errno: failure)
             }
             offset += sent
             bytesSent += UInt64(sent)
@@ -62,7 +71,7 @@ public final class TCPSink: ImageSink {
     ///
     /// - Throws: `TCPSinkError.send` if the receiver reset the connection instead of
     ///   closing it (it did not take everything).
-    public func finish(drainTimeout: Int = 10) throws(TCPSinkError) {
+    public func finish() throws(TCPSinkError) {
         guard !closed else { return }
         closed = true
         defer { Glibc.close(descriptor) }
