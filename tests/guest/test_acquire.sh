@@ -6,7 +6,8 @@
 #   - default source order (no /dev/crash, so /proc/kcore), LiME and --compress;
 #   - --source /proc/kcore; streaming to /dev/stdout;
 #   - --source /dev/mem, which STRICT_DEVMEM refuses above 1 MiB: it must fail
-#     with a message that says so, exit 1, and leave no image behind.
+#     with a message that says so, exit 1, and leave no image behind;
+#   - a basic acquire in a second, 256 MiB guest (the binary must fit its initramfs).
 # Kernel code and rodata must be byte-equal to the truth; every System RAM byte
 # kcore exposes (all but the partial page at the top of the low range) present.
 set -euo pipefail
@@ -50,4 +51,18 @@ for image in auto.lime auto-from-avml.lime kcore.lime stdout.lime; do
     passed=$((passed + 1))
 done
 echo "test_acquire: $passed images match the guest's kernel code and rodata; output in $OUT"
+
+# The same static binary in a 256 MiB guest: its initramfs is unpacked into RAM, and
+# the 141 MB binary of before made the kernel fail "Initramfs unpacking failed".
+small="$OUT/guest-256M"
+small_steps=$(mktemp)
+echo "avml acquire small.lime" > "$small_steps"
+AVML_GUEST_MEM=256M AVML_GUEST_SMP=${AVML_GUEST_SMP:-2} "$HERE/run.sh" "$CACHE_DIR" "$AVML" "$small" "$small_steps"
+rm -f "$small_steps"
+[ "$(cat "$small/guest-run/steps/001.rc")" = 0 ] ||
+    fail "256 MiB guest: avml acquire exited $(cat "$small/guest-run/steps/001.rc"): $(cat "$small/guest-run/steps/001.stderr")"
+python3 "$HERE/compare.py" --iomem "$small/iomem.txt" --truth "$small/truth" --image "$small/small.lime" \
+    --require-kernel-equal --min-coverage 0.999 || fail "the 256 MiB guest's image does not match its RAM"
+passed=$((passed + 1))
+echo "test_acquire: the $(stat -c %s "$AVML")-byte binary acquires in a 256 MiB guest too"
 echo "$((passed + 2)) passed, 0 failed"
