@@ -5,7 +5,10 @@ let package = Package(
     name: "swift-avml",
     platforms: [.macOS(.v15)],
     products: [
+        // The full binary: capture, convert, verify, and uploads over HTTP(S).
         .executable(name: "avml", targets: ["avml"]),
+        // The acquire-only binary: no HTTP or TLS stack (no SwiftNIO); `stream tcp` for the network.
+        .executable(name: "avml-minimal", targets: ["avml-minimal"]),
         // Libraries for the fuzz package in Fuzz/.
         .library(name: "ImageFormats", targets: ["ImageFormats"]),
         .library(name: "MemorySources", targets: ["MemorySources"]),
@@ -73,14 +76,32 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // The subcommands both binaries share (all but the uploads).
+        .target(
+            name: "AVMLCommands",
+            dependencies: [
+                "ImageFormats",
+                "ImagePipeline",
+                "MemorySources",
+                "TCPStreaming",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .executableTarget(
             name: "avml",
             dependencies: [
+                "AVMLCommands",
+                "ImageFormats",
                 "ImagePipeline",
                 "NetworkSinks",
-                "MemorySources",
-                "TCPStreaming",
-                "ImageFormats",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "avml-minimal",
+            dependencies: [
+                "AVMLCommands",
+                "ImagePipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -97,6 +118,7 @@ let package = Package(
         .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "TestSupport"]),
         .testTarget(name: "NetworkSinksTests", dependencies: ["NetworkSinks", "ImagePipeline"]),
         .testTarget(name: "TCPStreamingTests", dependencies: ["TCPStreaming"]),
+        .testTarget(name: "AVMLCommandsTests", dependencies: ["AVMLCommands"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,7 +1,6 @@
 import Glibc
 import ImagePipeline
 import SystemPackage
-import TCPStreaming
 
 /// Where `acquire --url/--sas-url` and `avml upload` send a finished image.
 public enum UploadDestination: Sendable, Equatable {
@@ -100,33 +99,5 @@ public enum ImageStreaming {
         try sink.finish()
         guard let receipt = sink.receipt else { throw UploadError.cancelled }
         return (result, receipt)
-    }
-
-    /// Captures memory over TCP to `address` (`avml stream tcp HOST:PORT`).
-    /// - Returns: what was captured and the bytes sent.
-    /// - Throws: `TCPSinkError` (connection refused, dropped, stalled) or the capture's error.
-    public static func toTCP(
-        _ acquisition: Acquisition, address: String, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil
-    ) throws -> (AcquisitionResult, UInt64) {
-        _ = try acquisition.plannedRanges()  // a bad --iomem or --source fails before connecting
-        let sink = try TCPSink(address: address)
-        let result: AcquisitionResult
-        do {
-            result = try acquisition.run(to: sink, progress: progress)
-        } catch let error as TCPSinkError {
-            sink.abort()
-            throw error
-        } catch {
-            sink.abort()
-            throw sinkError(in: error) ?? error
-        }
-        try sink.finish()
-        return (result, sink.bytesSent)
-    }
-
-    /// The TCP error inside an `AllSourcesFailed`: the stream failed, not the memory source.
-    private static func sinkError(in error: Error) -> TCPSinkError? {
-        guard let all = error as? AllSourcesFailed else { return nil }
-        return all.failures.lazy.compactMap { $0.error as? TCPSinkError }.first
     }
 }

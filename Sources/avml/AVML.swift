@@ -1,75 +1,22 @@
+import AVMLCommands
 import ArgumentParser
-import Dispatch
-import Glibc
-import ImageFormats
 import ImagePipeline
 
+/// The full avml: everything `avml-minimal` does, plus uploads (`upload`, `stream
+/// blob`, and `acquire --url/--sas-url/--delete`) over HTTP and TLS.
 @main
-struct AVML: ParsableCommand {
-    /// Signals first: a reader that goes away (`avml acquire /dev/stdout | ssh ...`)
-    /// must give a write error, not kill the process silently; SIGINT and SIGTERM
-    /// stop the capture between blocks so the incomplete image is removed.
-    static func main() {
-        signal(SIGPIPE, SIG_IGN)
-        stopOnSignals()
-        main(nil)
-    }
-
+struct AVML: AVMLRootCommand {
     static let configuration = CommandConfiguration(
         commandName: "avml",
         abstract: "Acquire volatile memory for Linux: capture, convert and verify physical memory images.",
         version: Manifest.toolVersion,
-        subcommands: [Acquire.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self],
-        defaultSubcommand: Acquire.self
+        subcommands: [Acquire<UploadOptions>.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self],
+        defaultSubcommand: Acquire<UploadOptions>.self
     )
-}
 
-/// Options every subcommand that writes images shares.
-struct PipelineOptions: ParsableArguments {
-    @Option(help: "Threads that check and compress blocks (default: the CPUs this process may use).")
-    var threads: Int = availableProcessors()
-
-    @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
-    var quiet = false
-
-    func validate() throws {
-        guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024") }
-    }
-}
-
-extension ImageFormat: ExpressibleByArgument {}
-
-/// Prints an error and its causes the way AVML does, escaped for the terminal, and exits 1.
-func fail(_ error: Error) -> Never {
-    var message = "error: \(String(describing: error))"
-    var cause = (error as? CausedError)?.cause
-    while let current = cause {
-        message += "\ncaused by: \(String(describing: current))"
-        cause = (current as? CausedError)?.cause
-    }
-    FileHandleStandardError.write(message + "\n")
-    AVML.exit(withError: ExitCode.failure)
-}
-
-/// An error that wraps the one that led to it.
-protocol CausedError: Error {
-    var cause: Error? { get }
-}
-
-/// Keeps the signal sources alive for the life of the process.
-nonisolated(unsafe) private var signalSources: [DispatchSourceSignal] = []
-
-/// The first SIGINT or SIGTERM asks the capture to stop; a second one quits at once.
-private func stopOnSignals() {
-    signalSources = [SIGINT, SIGTERM].map { number in
-        signal(number, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-        source.setEventHandler {
-            if Interruption.requested { _exit(128 + number) }
-            Interruption.request()
-            FileHandleStandardError.write("\navml: stopping after the current block (signal again to quit at once)\n")
-        }
-        source.resume()
-        return source
+    struct Stream: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Capture memory straight to the network, with no local file.",
+            subcommands: [StreamBlob.self, StreamTCP.self])
     }
 }

@@ -1,7 +1,6 @@
+import AVMLCommands
 import ArgumentParser
 import ImageFormats
-import ImagePipeline
-import MemorySources
 import NetworkSinks
 
 /// Azure Block Blob options, with AVML's names.
@@ -23,7 +22,7 @@ struct BlobOptions: ParsableArguments {
 }
 
 /// `acquire`'s upload options, with AVML's names.
-struct UploadOptions: ParsableArguments {
+struct UploadOptions: AcquireUpload {
     @Option(help: "After acquiring, upload the image with one HTTP PUT to this URL (S3 or GCS presigned, Azure SAS).")
     var url: String?
 
@@ -39,6 +38,8 @@ struct UploadOptions: ParsableArguments {
         if url != nil && sasUrl != nil { throw ValidationError("--url and --sas-url cannot be used together") }
         if delete && destination == nil { throw ValidationError("--delete needs --url or --sas-url") }
     }
+
+    var isRequested: Bool { destination != nil }
 
     var destination: UploadDestination? {
         if let url { return .put(url: url) }
@@ -79,37 +80,6 @@ func retryReporter(_ progress: ProgressLine) -> @Sendable (String) -> Void {
     { message in
         progress.finish()
         warn(message)
-    }
-}
-
-/// What every command that reads memory takes: `acquire` and both streams.
-struct CaptureOptions: ParsableArguments {
-    @Flag(help: "Write AVML's Snappy-compressed format instead of LiME.")
-    var compress = false
-
-    @Option(help: "Read memory from /dev/crash, /proc/kcore, /dev/mem, or a raw memory file (offset = physical address).")
-    var source: String?
-
-    @Option(help: "Plan from this saved /proc/iomem instead of the live one.")
-    var iomem: String?
-
-    @Option(
-        help:
-            "Write the manifest (hashes, ranges, host, times) here (default: FILENAME.json, or avml-HOST-TIME.json here for streams)."
-    )
-    var manifest: String?
-
-    @OptionGroup var pipeline: PipelineOptions
-
-    /// Where the manifest of an image written to `image` goes ("-" for streams).
-    func manifestPath(forImage image: String) -> String {
-        manifest ?? Manifest.defaultPath(forImage: image)
-    }
-
-    func acquisition(destination: String, diskUsage: DiskUsageLimit = DiskUsageLimit()) -> Acquisition {
-        Acquisition(
-            destination: destination, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
-            iomemPath: iomem, diskUsage: diskUsage, threads: pipeline.threads)
     }
 }
 
@@ -160,66 +130,34 @@ extension AVML {
         }
     }
 
-    struct Stream: ParsableCommand {
+    struct StreamBlob: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Capture memory straight to the network, with no local file.",
-            subcommands: [StreamBlob.self, StreamTCP.self])
+            commandName: "blob", abstract: "Capture memory into an Azure Block Blob.")
 
-        struct StreamBlob: ParsableCommand {
-            static let configuration = CommandConfiguration(
-                commandName: "blob", abstract: "Capture memory into an Azure Block Blob.")
+        @OptionGroup var capture: CaptureOptions
 
-            @OptionGroup var capture: CaptureOptions
+        @OptionGroup var blob: BlobOptions
 
-            @OptionGroup var blob: BlobOptions
+        @Argument(help: "The blob's SAS URL (its query string is never printed).")
+        var sasUrl: String
 
-            @Argument(help: "The blob's SAS URL (its query string is never printed).")
-            var sasUrl: String
-
-            func run() throws {
-                let target = Redaction.redactedURL(sasUrl)
-                var receipt: UploadReceipt?
-                _ = runCapture(
-                    "stream", image: target, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
-                    quiet: capture.pipeline.quiet
-                ) { progress in
-                    let settings = TransferSettings.fromProcessEnvironment(onRetry: { warn($0) })
-                    let (result, sent) = try ImageStreaming.toBlob(
-                        capture.acquisition(destination: target), sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize,
-                        concurrency: blob.sasBlockConcurrency, settings: settings, progress: progress)
-                    receipt = sent
-                    return result
-                }
-                if let receipt, !capture.pipeline.quiet {
-                    FileHandleStandardError.write(
-                        "avml: streamed \(receipt.bytes) bytes to \(receipt.url) as \(receipt.blocks ?? 0) blocks\n")
-                }
+        func run() throws {
+            let target = Redaction.redactedURL(sasUrl)
+            var receipt: UploadReceipt?
+            _ = runCapture(
+                "stream", image: target, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
+                quiet: capture.pipeline.quiet
+            ) { progress in
+                let settings = TransferSettings.fromProcessEnvironment(onRetry: { warn($0) })
+                let (result, sent) = try ImageStreaming.toBlob(
+                    capture.acquisition(destination: target), sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize,
+                    concurrency: blob.sasBlockConcurrency, settings: settings, progress: progress)
+                receipt = sent
+                return result
             }
-        }
-
-        struct StreamTCP: ParsableCommand {
-            static let configuration = CommandConfiguration(
-                commandName: "tcp", abstract: "Capture memory over a plain TCP connection (e.g. to `nc -l PORT > image`).")
-
-            @OptionGroup var capture: CaptureOptions
-
-            @Argument(help: "Receiver as HOST:PORT, IPv4:PORT or [IPv6]:PORT.")
-            var destination: String
-
-            func run() throws {
-                var sent: UInt64 = 0
-                _ = runCapture(
-                    "stream", image: destination, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
-                    quiet: capture.pipeline.quiet
-                ) { progress in
-                    let (result, bytes) = try ImageStreaming.toTCP(
-                        capture.acquisition(destination: destination), address: destination, progress: progress)
-                    sent = bytes
-                    return result
-                }
-                if !capture.pipeline.quiet {
-                    FileHandleStandardError.write("avml: streamed \(sent) bytes to \(escapedForLog(destination))\n")
-                }
+            if let receipt, !capture.pipeline.quiet {
+                FileHandleStandardError.write(
+                    "avml: streamed \(receipt.bytes) bytes to \(receipt.url) as \(receipt.blocks ?? 0) blocks\n")
             }
         }
     }

@@ -4,7 +4,7 @@ Blob test server (azure_blob_server.py, plain and TLS), a CONNECT proxy — each
 bounded in time and stopped at the end.
 
 Run:  python3 -m pytest tests/network                     (from the project's root)
-      AVML_BIN=/path/to/avml python3 -m pytest tests/network
+      AVML_BIN=/path/to/avml AVML_MINIMAL_BIN=/path/to/avml-minimal python3 -m pytest tests/network
 Needs: moto[server], boto3, pytest; netcat-openbsd (nc), openssl.
 """
 
@@ -42,6 +42,15 @@ def avml() -> str:
     path = avml_path()
     if not os.access(path, os.X_OK):
         pytest.fail(f"avml binary not found at {path}: run `swift build` or set AVML_BIN")
+    return path
+
+
+@pytest.fixture(scope="session")
+def avml_minimal() -> str:
+    """The acquire-only build (no HTTP or TLS), built beside avml."""
+    path = os.environ.get("AVML_MINIMAL_BIN", str(Path(avml_path()).parent / "avml-minimal"))
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"avml-minimal not found at {path}: run `swift build` or set AVML_MINIMAL_BIN")
     return path
 
 
@@ -285,7 +294,8 @@ def tls_azure_server(tls_material):
 
 
 class LoopbackServer:
-    """A TCP server on 127.0.0.1 with a random port: `handle(client)` runs in a thread per connection."""
+    """A TCP server on 127.0.0.1 with a random port: `handle` runs in a thread per connection,
+    once the request's head has arrived."""
 
     def __init__(self):
         self.listener = socket.socket()
@@ -305,10 +315,30 @@ class LoopbackServer:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self.handle, args=(client,), daemon=True).start()
+            threading.Thread(target=self.connection, args=(client,), daemon=True).start()
 
-    def handle(self, client: socket.socket):
+    def connection(self, client: socket.socket):
+        with client:
+            client.settimeout(30)
+            received = self.read_head(client)
+            if received is not None:
+                self.handle(client, *received)
+
+    def handle(self, client: socket.socket, head: bytes, rest: bytes):
+        """Answers a request whose head (up to the blank line) has arrived; `rest` came after it."""
         raise NotImplementedError
+
+    @staticmethod
+    def read_head(client: socket.socket) -> tuple[bytes, bytes] | None:
+        """An HTTP head up to its blank line, and what came after it; None if the client went away."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = client.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        return head, rest
 
     def close(self):
         self.running = False
@@ -323,37 +353,27 @@ class ConnectProxy(LoopbackServer):
         self.tunnels: list[str] = []
         super().__init__()
 
-    def handle(self, client: socket.socket):
-        self.tunnel(client)
-
-    def tunnel(self, client: socket.socket):
-        with client:
-            client.settimeout(30)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(4096)
-                if not chunk:
+    def handle(self, client: socket.socket, head: bytes, rest: bytes):
+        request_line = head.split(b"\r\n", 1)[0].decode()
+        method, target, _ = request_line.split(" ", 2)
+        host, _, port = target.rpartition(":")
+        if method != "CONNECT" or host not in ("127.0.0.1", "localhost", "[::1]"):
+            client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        self.tunnels.append(target)
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as upstream:
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            sockets = [client, upstream]
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 30)
+                if not readable:
                     return
-                head += chunk
-            request_line = head.split(b"\r\n", 1)[0].decode()
-            method, target, _ = request_line.split(" ", 2)
-            host, _, port = target.rpartition(":")
-            if method != "CONNECT" or host not in ("127.0.0.1", "localhost", "[::1]"):
-                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                return
-            self.tunnels.append(target)
-            with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as upstream:
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                sockets = [client, upstream]
-                while True:
-                    readable, _, _ = select.select(sockets, [], [], 30)
-                    if not readable:
+                for source in readable:
+                    data = source.recv(1 << 16)
+                    if not data:
                         return
-                    for source in readable:
-                        data = source.recv(1 << 16)
-                        if not data:
-                            return
-                        (upstream if source is client else client).sendall(data)
+                    (upstream if source is client else client).sendall(data)
+
 
 @pytest.fixture
 def connect_proxy():

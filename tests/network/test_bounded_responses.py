@@ -27,38 +27,29 @@ class TricklingServer(LoopbackServer):
     def url(self, key: str) -> str:
         return f"http://127.0.0.1:{self.port}/bucket/{key}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00ff00ff00"
 
-    def handle(self, client: socket.socket):
-        with client:
-            client.settimeout(30)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = client.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value.strip())
-            while len(rest) < length:
-                chunk = client.recv(65536)
-                if not chunk:
-                    return
-                rest += chunk
-            self.requests += 1
-            client.sendall(
-                f"HTTP/1.1 {self.status}\r\nContent-Type: application/xml\r\nContent-Length: 1000000000\r\n\r\n".encode()
-                + self.body_start
-            )
-            started = time.monotonic()
-            try:
-                while self.running and time.monotonic() - started < 60:
-                    client.sendall(b" ")
-                    time.sleep(0.02)
-            except OSError:
-                pass  # avml closed the connection: it does not wait for the rest
+    def handle(self, client: socket.socket, head: bytes, rest: bytes):
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while len(rest) < length:
+            chunk = client.recv(65536)
+            if not chunk:
+                return
+            rest += chunk
+        self.requests += 1
+        client.sendall(
+            f"HTTP/1.1 {self.status}\r\nContent-Type: application/xml\r\nContent-Length: 1000000000\r\n\r\n".encode()
+            + self.body_start
+        )
+        started = time.monotonic()
+        try:
+            while self.running and time.monotonic() - started < 60:
+                client.sendall(b" ")
+                time.sleep(0.02)
+        except OSError:
+            pass  # avml closed the connection: it does not wait for the rest
 
 
 @pytest.fixture

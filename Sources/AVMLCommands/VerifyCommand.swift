@@ -3,69 +3,71 @@ import FoundationEssentials
 import ImageFormats
 import ImagePipeline
 
-extension AVML {
-    struct Verify: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Check every record of an image and, with a manifest, its size and SHA-256.",
-            discussion: "Exits 0 only when every check holds. IMAGE.json is used as the manifest when it exists.")
+public struct Verify: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Check every record of an image and, with a manifest, its size and SHA-256.",
+        discussion: "Exits 0 only when every check holds. IMAGE.json is used as the manifest when it exists.")
 
-        @Option(help: "The manifest to check against (default: IMAGE.json, if present).")
-        var manifest: String?
+    @Option(help: "The manifest to check against (default: IMAGE.json, if present).")
+    var manifest: String?
 
-        @Flag(help: "Show no progress on stderr.")
-        var quiet = false
+    @Flag(help: "Show no progress on stderr.")
+    var quiet = false
 
-        @Argument(help: "The LiME or compressed image.")
-        var image: String
+    @Argument(help: "The LiME or compressed image.")
+    var image: String
 
-        func run() throws {
-            let progress = ProgressLine("verify", quiet: quiet)
-            let result: VerificationResult
-            do {
-                result = try verifyImage(path: image, manifestPath: manifest, progress: progress.callback)
-            } catch {
-                progress.finish()
-                fail(error)
-            }
+    public init() {}
+
+    public func run() throws {
+        let progress = ProgressLine("verify", quiet: quiet)
+        let result: VerificationResult
+        do {
+            result = try verifyImage(path: image, manifestPath: manifest, progress: progress.callback)
+        } catch {
             progress.finish()
-            let summary = result.summary
-            var text = "\(escapedForLog(image)): \(summary.records.count) records (\(summary.format)), "
-            text += "\(formatBytes(summary.memoryBytes)) of memory; every header, CRC and trailer checked"
-            if let manifest = result.manifest, let sha256 = result.sha256 {
-                text += "; size and sha256 \(sha256) match \(escapedForLog(manifest))"
-            } else {
-                text += "; no manifest, so the SHA-256 was not checked"
-            }
-            print(text)
-            let unreadable = summary.volatilityUnreadable
-            if let first = unreadable.first {
-                warn(
-                    "\(unreadable.count) compressed record(s) hold a stream longer than their memory (first: "
-                        + "\(hex(first.header.start))-\(hex(first.header.end))); Volatility 3's AVML layer loops forever on "
-                        + "such records. For Volatility, convert first: avml convert \(escapedForLog(image)) IMAGE.lime")
-            }
+            fail(error)
+        }
+        progress.finish()
+        let summary = result.summary
+        var text = "\(escapedForLog(image)): \(summary.records.count) records (\(summary.format)), "
+        text += "\(formatBytes(summary.memoryBytes)) of memory; every header, CRC and trailer checked"
+        if let manifest = result.manifest, let sha256 = result.sha256 {
+            text += "; size and sha256 \(sha256) match \(escapedForLog(manifest))"
+        } else {
+            text += "; no manifest, so the SHA-256 was not checked"
+        }
+        print(text)
+        let unreadable = summary.volatilityUnreadable
+        if let first = unreadable.first {
+            warn(
+                "\(unreadable.count) compressed record(s) hold a stream longer than their memory (first: "
+                    + "\(hex(first.header.start))-\(hex(first.header.end))); Volatility 3's AVML layer loops forever on "
+                    + "such records. For Volatility, convert first: avml convert \(escapedForLog(image)) IMAGE.lime")
         }
     }
+}
 
-    struct Info: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Describe an image: format, records, memory ranges, compression ratio and gaps.")
+public struct Info: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Describe an image: format, records, memory ranges, compression ratio and gaps.")
 
-        @Flag(help: "Print JSON instead of text.")
-        var json = false
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
 
-        @Argument(help: "The LiME or compressed image.")
-        var image: String
+    @Argument(help: "The LiME or compressed image.")
+    var image: String
 
-        func run() throws {
-            let summary: ImageSummary
-            do {
-                summary = try ImageSummary.read(path: image)
-            } catch {
-                fail(error)
-            }
-            print(json ? infoJSON(summary) : infoText(summary))
+    public init() {}
+
+    public func run() throws {
+        let summary: ImageSummary
+        do {
+            summary = try ImageSummary.read(path: image)
+        } catch {
+            fail(error)
         }
+        print(json ? infoJSON(summary) : infoText(summary))
     }
 }
 

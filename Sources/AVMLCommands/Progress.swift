@@ -4,7 +4,7 @@ import Synchronization
 
 /// Percent, bytes, rate and ETA on one self-overwriting stderr line, only when
 /// stderr is a terminal (logs and pipes stay clean) and `--quiet` is not given.
-final class ProgressLine: Sendable {
+public final class ProgressLine: Sendable {
     private struct State {
         var lastDrawn = 0.0
         var drawn = false
@@ -15,13 +15,13 @@ final class ProgressLine: Sendable {
     private let started = monotonicSeconds()
     private let state = Mutex(State())
 
-    init(_ label: String, quiet: Bool) {
+    public init(_ label: String, quiet: Bool) {
         self.label = label
         enabled = !quiet && isatty(2) == 1
     }
 
     /// Redraws at most five times a second.
-    func update(_ done: UInt64, _ total: UInt64) {
+    public func update(_ done: UInt64, _ total: UInt64) {
         guard enabled else { return }
         let now = monotonicSeconds()
         let draw = state.withLock { state in
@@ -47,13 +47,13 @@ final class ProgressLine: Sendable {
     }
 
     /// The callback form the library takes.
-    var callback: (@Sendable (UInt64, UInt64) -> Void)? {
+    public var callback: (@Sendable (UInt64, UInt64) -> Void)? {
         guard enabled else { return nil }
         return { @Sendable [self] done, total in update(done, total) }
     }
 
     /// Clears the line so the next message starts clean.
-    func finish() {
+    public func finish() {
         guard enabled, state.withLock({ $0.drawn }) else { return }
         FileHandleStandardError.write("\r\u{1b}[K")
     }
@@ -66,7 +66,7 @@ func monotonicSeconds() -> Double {
 }
 
 /// 1536 → "1.5 KiB".
-func formatBytes(_ bytes: UInt64) -> String {
+public func formatBytes(_ bytes: UInt64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"]
     var value = Double(bytes)
     var unit = 0

@@ -4,47 +4,62 @@ import ImageFormats
 import ImagePipeline
 import MemorySources
 
-extension AVML {
-    struct Acquire: ParsableCommand {
-        static let configuration = CommandConfiguration(
+/// What `acquire` does with the finished image besides keeping it: the full avml
+/// uploads it (`--url`, `--sas-url`, `--delete`); the acquire-only build has no
+/// network stack and refuses those options (`NoUpload`).
+public protocol AcquireUpload: ParsableArguments {
+    /// Whether an upload was asked for (the image must then be a file, not a stream).
+    var isRequested: Bool { get }
+
+    /// Uploads `file` if asked, after a successful capture; exits 1 on failure.
+    func uploadIfRequested(file: String, quiet: Bool)
+}
+
+/// `avml acquire`, the same in both binaries but for what `Upload` adds.
+public struct Acquire<Upload: AcquireUpload>: ParsableCommand {
+    public static var configuration: CommandConfiguration {
+        CommandConfiguration(
+            commandName: "acquire",
             abstract: "Capture this host's physical memory (System RAM from /proc/iomem) to a LiME or compressed image.")
+    }
 
-        @OptionGroup var capture: CaptureOptions
+    @OptionGroup var capture: CaptureOptions
 
-        @Option(help: "Refuse to start if the image could exceed this many MiB.")
-        var maxDiskUsage: UInt64?
+    @Option(help: "Refuse to start if the image could exceed this many MiB.")
+    var maxDiskUsage: UInt64?
 
-        @Option(help: "Refuse to start if the filesystem would pass this percentage full (0.01-100).")
-        var maxDiskUsagePercentage: Double?
+    @Option(help: "Refuse to start if the filesystem would pass this percentage full (0.01-100).")
+    var maxDiskUsagePercentage: Double?
 
-        @OptionGroup var upload: UploadOptions
+    @OptionGroup var upload: Upload
 
-        @Argument(help: "Image to write (created mode 0600; a symlink here is refused; /dev/stdout streams).")
-        var filename: String
+    @Argument(help: "Image to write (created mode 0600; a symlink here is refused; /dev/stdout streams).")
+    var filename: String
 
-        func validate() throws {
-            if let maxDiskUsage, maxDiskUsage == 0 {
-                throw ValidationError("--max-disk-usage must be at least 1 (MiB)")
-            }
-            if let maxDiskUsagePercentage, !(maxDiskUsagePercentage >= 0.01 && maxDiskUsagePercentage <= 100) {
-                throw ValidationError("--max-disk-usage-percentage must be between 0.01 and 100")
-            }
-            if upload.destination != nil && ImageFile.isStandardOutputPath(filename) {
-                throw ValidationError("--url and --sas-url upload a file; to send memory without one, use `avml stream`")
-            }
+    public init() {}
+
+    public func validate() throws {
+        if let maxDiskUsage, maxDiskUsage == 0 {
+            throw ValidationError("--max-disk-usage must be at least 1 (MiB)")
         }
-
-        func run() throws {
-            let acquisition = capture.acquisition(
-                destination: filename, diskUsage: DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage))
-            _ = runCapture(
-                "acquire", image: ImageFile.isStandardOutputPath(filename) ? "-" : filename, compressed: capture.compress,
-                manifest: capture.manifestPath(forImage: filename), quiet: capture.pipeline.quiet
-            ) { progress in
-                try acquisition.run(progress: progress)
-            }
-            upload.uploadIfRequested(file: filename, quiet: capture.pipeline.quiet)
+        if let maxDiskUsagePercentage, !(maxDiskUsagePercentage >= 0.01 && maxDiskUsagePercentage <= 100) {
+            throw ValidationError("--max-disk-usage-percentage must be between 0.01 and 100")
         }
+        if upload.isRequested && ImageFile.isStandardOutputPath(filename) {
+            throw ValidationError("--url and --sas-url upload a file; to send memory without one, use `avml stream`")
+        }
+    }
+
+    public func run() throws {
+        let acquisition = capture.acquisition(
+            destination: filename, diskUsage: DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage))
+        _ = runCapture(
+            "acquire", image: ImageFile.isStandardOutputPath(filename) ? "-" : filename, compressed: capture.compress,
+            manifest: capture.manifestPath(forImage: filename), quiet: capture.pipeline.quiet
+        ) { progress in
+            try acquisition.run(progress: progress)
+        }
+        upload.uploadIfRequested(file: filename, quiet: capture.pipeline.quiet)
     }
 }
 
@@ -60,7 +75,7 @@ extension AVML {
 ///   - quiet: no progress and no summary.
 ///   - capture: the capture itself, given the progress callback.
 /// - Returns: what was captured.
-func runCapture(
+public func runCapture(
     _ label: String, image: String, compressed: Bool, manifest: String, quiet: Bool,
     _ capture: ((@Sendable (UInt64, UInt64) -> Void)?) throws -> AcquisitionResult
 ) -> AcquisitionResult {
@@ -125,7 +140,7 @@ func summary(_ result: AcquisitionResult, seconds: Double, manifest: String) -> 
         + "manifest \(escapedForLog(manifest))"
 }
 
-func warn(_ message: String) {
+public func warn(_ message: String) {
     FileHandleStandardError.write("warning: \(message)\n")
 }
 

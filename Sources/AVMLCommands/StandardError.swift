@@ -1,8 +1,8 @@
 import Glibc
 
 /// Unbuffered writes to standard error, for messages and progress.
-enum FileHandleStandardError {
-    static func write(_ text: String) {
+public enum FileHandleStandardError {
+    public static func write(_ text: String) {
         var text = text
         text.withUTF8 { bytes in
             var offset = 0

@@ -1,0 +1,37 @@
+import ArgumentParser
+import ImageFormats
+import ImagePipeline
+
+public struct Convert: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Convert a memory image between raw, LiME and AVML's compressed format.")
+
+    @Option(help: "Format of SRC: raw, lime or lime_compressed.")
+    var sourceFormat: ImageFormat = .limeCompressed
+
+    @Option(help: "Format to write: raw, lime or lime_compressed.")
+    var format: ImageFormat = .lime
+
+    @OptionGroup var pipeline: PipelineOptions
+
+    @Argument(help: "Image to read.")
+    var src: String
+
+    @Argument(help: "Image to write (created mode 0600; a symlink here is refused).")
+    var dst: String
+
+    public init() {}
+
+    public func run() throws {
+        let progress = ProgressLine("convert", quiet: pipeline.quiet)
+        do {
+            _ = try Conversion(
+                source: src, sourceFormat: sourceFormat, destination: dst, format: format, threads: pipeline.threads
+            ).run(progress: progress.callback)
+        } catch {
+            progress.finish()
+            fail(error)
+        }
+        progress.finish()
+    }
+}
