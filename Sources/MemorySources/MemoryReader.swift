@@ -6,8 +6,9 @@ import SystemPackage
 ///
 /// Implementations translate an address to where the source keeps it (a file
 /// offset, a kcore segment) and honour the source's read rules (page-sized
-/// reads for /dev/crash).
-public protocol MemoryReader: AnyObject {
+/// reads for /dev/crash). Readers are immutable and read with `pread`, so the
+/// pipeline's workers read different blocks from one reader at the same time.
+public protocol MemoryReader: AnyObject, Sendable {
     /// The path read from, for messages and the manifest.
     var path: String { get }
 
@@ -17,7 +18,7 @@ public protocol MemoryReader: AnyObject {
 }
 
 /// A file or device read with `pread`, one call per request.
-final class PositionalFile {
+final class PositionalFile: Sendable {
     let path: String
     let descriptor: FileDescriptor
 
@@ -72,7 +73,7 @@ final class PositionalFile {
 
 /// Memory where file offset equals physical address: /dev/mem, or a raw
 /// memory file such as a hypervisor snapshot.
-public final class LinearMemoryReader: MemoryReader {
+public final class LinearMemoryReader: MemoryReader, Sendable {
     private let file: PositionalFile
     public var path: String { file.path }
 
@@ -90,7 +91,7 @@ public final class LinearMemoryReader: MemoryReader {
 
 /// /dev/crash, the crash utility's driver: reads must stay within one page
 /// (the driver answers EINVAL otherwise), so every read is split at page boundaries.
-public final class CrashReader: MemoryReader {
+public final class CrashReader: MemoryReader, Sendable {
     private let file: PositionalFile
     public var path: String { file.path }
 

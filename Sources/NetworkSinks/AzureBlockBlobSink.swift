@@ -123,11 +123,16 @@ public final class AzureBlockBlobSink: ImageSink {
         }
     }
 
+    /// What was committed, once `finish` succeeded.
+    public private(set) var receipt: UploadReceipt?
+
     /// Sends the last, partial block, waits for every block, and commits the block list.
-    ///
-    /// - Returns: what was committed.
     /// - Throws: the first block's failure, or the commit's; then nothing is committed.
-    public func finish() throws -> UploadReceipt {
+    public func finish() throws {
+        receipt = try commitBlocks()
+    }
+
+    private func commitBlocks() throws -> UploadReceipt {
         if current.readableBytes > 0 { try submitCurrentBlock() }
         outstanding.wait()
         closed = true

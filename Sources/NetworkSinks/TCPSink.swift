@@ -57,12 +57,17 @@ public final class TCPSink: ImageSink {
         }
     }
 
+    /// Ends the stream, waiting up to 10 s for the receiver to close its side.
+    public func finish() throws {
+        try finish(drainTimeout: 10)
+    }
+
     /// Ends the stream: shuts down the sending side so the receiver sees end-of-file,
     /// waits up to `drainTimeout` seconds for it to close its side, and closes.
     ///
     /// - Throws: `TCPSinkError.send` if the receiver reset the connection instead of
     ///   closing it (it did not take everything).
-    public func finish(drainTimeout: Int = 10) throws(TCPSinkError) {
+    public func finish(drainTimeout: Int) throws(TCPSinkError) {
         guard !closed else { return }
         closed = true
         defer { Glibc.close(descriptor) }

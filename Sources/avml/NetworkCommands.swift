@@ -101,15 +101,15 @@ struct CaptureOptions: ParsableArguments {
 
     @OptionGroup var pipeline: PipelineOptions
 
-    /// Where the manifest of an image written to `image` goes ("-" for streams).
-    func manifestPath(forImage image: String) -> String {
-        manifest ?? Manifest.defaultPath(forImage: image)
-    }
-
-    func acquisition(destination: String, diskUsage: DiskUsageLimit = DiskUsageLimit()) -> Acquisition {
-        Acquisition(
+    /// The capture these options describe, to `destination`, with its manifest
+    /// beside `image` (a path, or "-" for standard output and streams).
+    func memoryCapture(to destination: MemoryCapture.Destination, manifestFor image: String) -> MemoryCapture {
+        var capture = MemoryCapture(
             destination: destination, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
-            iomemPath: iomem, diskUsage: diskUsage, threads: pipeline.threads)
+            threads: pipeline.threads, manifestPath: manifest ?? Manifest.defaultPath(forImage: image))
+        capture.iomemPath = iomem
+        capture.memoryBudget = pipeline.memoryBudgetBytes
+        return capture
     }
 }
 
@@ -177,20 +177,17 @@ extension AVML {
             var sasUrl: String
 
             func run() throws {
-                let target = Redaction.redactedURL(sasUrl)
-                var receipt: UploadReceipt?
-                _ = runCapture(
-                    "stream", image: target, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
-                    quiet: capture.pipeline.quiet
-                ) { progress in
-                    let settings = TransferSettings.fromProcessEnvironment(onRetry: { warn($0) })
-                    let (result, sent) = try ImageStreaming.toBlob(
-                        capture.acquisition(destination: target), sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize,
-                        concurrency: blob.sasBlockConcurrency, settings: settings, progress: progress)
-                    receipt = sent
-                    return result
+                let settings = TransferSettings.fromProcessEnvironment(onRetry: { warn($0) })
+                var sink: AzureBlockBlobSink?
+                let destination = MemoryCapture.Destination.stream(name: Redaction.redactedURL(sasUrl)) { plan in
+                    let opened = try AzureBlockBlobSink(
+                        sasURL: sasUrl, estimatedSize: BlockPlan.streamEstimate(memoryBytes: plan.memoryBytes),
+                        blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency, settings: settings)
+                    sink = opened
+                    return opened
                 }
-                if let receipt, !capture.pipeline.quiet {
+                _ = runCapture("stream", capture.memoryCapture(to: destination, manifestFor: "-"), quiet: capture.pipeline.quiet)
+                if let receipt = sink?.receipt, !capture.pipeline.quiet {
                     FileHandleStandardError.write(
                         "avml: streamed \(receipt.bytes) bytes to \(receipt.url) as \(receipt.blocks ?? 0) blocks\n")
                 }
@@ -207,18 +204,14 @@ extension AVML {
             var destination: String
 
             func run() throws {
-                var sent: UInt64 = 0
-                _ = runCapture(
-                    "stream", image: destination, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
-                    quiet: capture.pipeline.quiet
-                ) { progress in
-                    let (result, bytes) = try ImageStreaming.toTCP(
-                        capture.acquisition(destination: destination), address: destination, progress: progress)
-                    sent = bytes
-                    return result
+                let destination = MemoryCapture.Destination.stream(name: self.destination) { _ in
+                    try TCPSink(address: self.destination)
                 }
+                let report = runCapture(
+                    "stream", capture.memoryCapture(to: destination, manifestFor: "-"), quiet: capture.pipeline.quiet)
                 if !capture.pipeline.quiet {
-                    FileHandleStandardError.write("avml: streamed \(sent) bytes to \(escapedForLog(destination))\n")
+                    FileHandleStandardError.write(
+                        "avml: streamed \(report.pipeline.statistics.bytesWritten) bytes to \(escapedForLog(self.destination))\n")
                 }
             }
         }
