@@ -191,11 +191,7 @@ public struct MemoryCapture {
                         + "\(planned.dropped.count == 1 ? "is" : "are") not System RAM on this host and will not be read")
             }
             try check(planned, warn: warn)
-            do {
-                manifestFile = try ImageFile(path: manifestPath, sideFile: true)
-            } catch {
-                throw CaptureError.refused(error)
-            }
+            manifestFile = try asRefusal { try ImageFile(path: manifestPath, sideFile: true) }
             var report = try capture(planned, warn: warn, progress: progress)
             report.startedAt = startedAt
             report.seconds = monotonicSeconds() - clock
@@ -224,7 +220,7 @@ public struct MemoryCapture {
     /// reading a device: a map from another boot or host must not steer reads
     /// into device memory, which can hang the host), a raw file's extent, or /proc/iomem.
     func makePlan() throws(CaptureError) -> CapturePlan {
-        do {
+        try asRefusal {
             var rawFile: String?
             if case .rawFile(let path) = source { rawFile = path }
             if let iomemPath {
@@ -241,20 +237,16 @@ public struct MemoryCapture {
                 return CapturePlan(ranges: [0..<size])
             }
             return CapturePlan(ranges: try IOMem.systemRAM(readTextFile(path: liveIOMemPath), path: liveIOMemPath))
-        } catch {
-            throw .refused(error)
         }
     }
 
     /// Everything that must hold before memory is read.
     private func check(_ plan: CapturePlan, warn: (String) -> Void) throws(CaptureError) {
-        do {
+        try asRefusal {
             if case .file(let path) = destination, !ImageFile.isStandardOutputPath(path) {
                 try diskUsage.check(estimate: DiskUsageLimit.estimate(plan.ranges), destination: path)
             }
             try beforeReading?(plan)
-        } catch {
-            throw .refused(error)
         }
         let layout = pipeline.layout(readsInOrder: false)
         if layout.workers < threads {
@@ -273,32 +265,34 @@ public struct MemoryCapture {
         throws(CaptureError) -> CaptureReport
     {
         let opener = SourceOpener(devicePaths: devicePaths)
+        // A stream is probed before it is opened: nothing sent can be taken back,
+        // so one source is tried, and a host with none never connects.
+        var candidates = source.map { [$0] }
         let sink: ImageSink
-        do {
-            switch destination {
-            case .file(let path): sink = try ImageFile(path: path)
-            case .stream(_, let open): sink = try open(plan)
-            }
-        } catch {
-            throw .destination(error)
+        switch destination {
+        case .file(let path):
+            sink = try asDestination { try ImageFile(path: path) }
+        case .stream(_, let open):
+            if candidates == nil { candidates = [try asSource { try opener.probe() }] }
+            sink = try asDestination { try open(plan) }
         }
-        let candidates: [SourceSpecification]
-        if let source {
-            candidates = [source]
-        } else if sink.canRestart {
-            candidates = [.device(.crash), .device(.kcore), .device(.mem)]
-        } else {
-            // Nothing written to a pipe or a stream can be taken back: one probe, one source.
-            do {
-                candidates = [try opener.probe()]
-            } catch {
-                try? sink.abort()
-                throw .source(error)
+        if candidates == nil {
+            if sink.canRestart {
+                candidates = [.device(.crash), .device(.kcore), .device(.mem)]
+            } else {
+                // Standard output or a pipe: the same as a stream.
+                do {
+                    candidates = [try opener.probe()]
+                } catch {
+                    try? sink.abort()
+                    throw .source(error)
+                }
             }
         }
+        let sources = candidates ?? []
         return try withSink(sink) { (sink) throws(CaptureError) in
             var failures: [(source: SourceSpecification, error: Error)] = []
-            for candidate in candidates {
+            for candidate in sources {
                 if !failures.isEmpty {
                     guard sink.restart() else { break }
                 }
@@ -323,13 +317,7 @@ public struct MemoryCapture {
         from specification: SourceSpecification, plan: CapturePlan, opener: SourceOpener, to sink: ImageSink,
         progress: ((UInt64, UInt64) -> Void)?
     ) throws(CaptureError) -> CaptureReport {
-        let reader: MemoryReader
-        let ranges: [Range<UInt64>]
-        do {
-            (reader, ranges) = try opener.open(specification, planned: plan.ranges)
-        } catch {
-            throw .source(error)
-        }
+        let (reader, ranges) = try asSource { try opener.open(specification, planned: plan.ranges) }
         let total = ranges.reduce(0) { $0 + UInt64($1.count) }
         let result: PipelineResult
         do {

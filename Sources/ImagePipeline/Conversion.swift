@@ -84,12 +84,7 @@ public struct Conversion: Sendable {
     }
 
     private func withOutput(_ body: (ImageFile) throws(CaptureError) -> PipelineResult) throws(CaptureError) -> PipelineResult {
-        let output: ImageFile
-        do {
-            output = try ImageFile(path: destination)
-        } catch {
-            throw .destination(error)
-        }
+        let output = try asDestination { try ImageFile(path: destination) }
         return try withSink(output) { _ throws(CaptureError) in try body(output) }
     }
 
@@ -201,6 +196,15 @@ func asSource<T>(_ body: () throws -> T) throws(CaptureError) -> T {
         return try body()
     } catch {
         throw .source(error)
+    }
+}
+
+/// Runs `body`, calling what it throws a refusal: nothing was read or written yet.
+func asRefusal<T>(_ body: () throws -> T) throws(CaptureError) -> T {
+    do {
+        return try body()
+    } catch {
+        throw .refused(error)
     }
 }
 
