@@ -49,20 +49,20 @@ func memory(_ count: Int, seed: UInt64) -> [UInt8] {
     }
 }
 
-/// AVML's LiME output for a raw file, built independently of the pipeline:
-/// 16 MiB blocks from offset 0, all-zero blocks left out.
-func referenceLiME(_ raw: [UInt8]) -> [UInt8] {
-    var parts: [[UInt8]] = []
-    var start = 0
-    while start < raw.count {
-        let end = min(raw.count, start + block)
-        let slice = raw.withUnsafeBytes { Array(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
-        if !slice.withUnsafeBytes(isAllZero) {
-            parts += [RecordHeader(compressed: false, start: UInt64(start), end: UInt64(end - 1)).bytes, slice]
-        }
-        start = end
+/// AVML's blocks of a raw file: 16 MiB from offset 0, all-zero blocks left out.
+func avmlBlocks(_ raw: [UInt8]) -> [(start: Int, bytes: [UInt8])] {
+    stride(from: 0, to: raw.count, by: block).compactMap { start in
+        let slice = raw.withUnsafeBytes { Array(UnsafeRawBufferPointer(rebasing: $0[start..<min(raw.count, start + block)])) }
+        return slice.withUnsafeBytes(isAllZero) ? nil : (start, slice)
     }
-    return joined(parts)
+}
+
+/// AVML's LiME output for a raw file, built independently of the pipeline.
+func referenceLiME(_ raw: [UInt8]) -> [UInt8] {
+    joined(
+        avmlBlocks(raw).flatMap { start, bytes in
+            [RecordHeader(compressed: false, start: UInt64(start), end: UInt64(start + bytes.count - 1)).bytes, bytes]
+        })
 }
 
 /// A memory reader over an array that fails with `errno` at chosen pages.
@@ -190,21 +190,14 @@ func noise(_ count: Int, seed: UInt64) -> [UInt8] {
 }
 
 /// AVML's compressed output for a raw file, built independently of the pipeline:
-/// one record per non-zero 16 MiB block, each framed whole.
-func referenceCompressed(_ raw: [UInt8], at base: UInt64 = 0) -> [UInt8] {
-    var parts: [[UInt8]] = []
-    var start = 0
-    while start < raw.count {
-        let end = min(raw.count, start + block)
-        let slice = raw.withUnsafeBytes { Array(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
-        if !slice.withUnsafeBytes(isAllZero) {
-            let framed = SnappyFraming.encode(slice)
-            parts += [
-                RecordHeader(compressed: true, start: base + UInt64(start), end: base + UInt64(end - 1)).bytes, framed,
+/// one record per block, each framed whole.
+func referenceCompressed(_ raw: [UInt8]) -> [UInt8] {
+    joined(
+        avmlBlocks(raw).flatMap { start, bytes in
+            let framed = SnappyFraming.encode(bytes)
+            return [
+                RecordHeader(compressed: true, start: UInt64(start), end: UInt64(start + bytes.count - 1)).bytes, framed,
                 withUnsafeBytes(of: UInt64(framed.count).littleEndian) { Array($0) },
             ]
-        }
-        start = end
-    }
-    return joined(parts)
+        })
 }

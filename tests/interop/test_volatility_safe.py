@@ -12,35 +12,14 @@ the test instead of stalling the suite).
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import interop_util as u
 
 BLOCK = u.BLOCK
 
-_VOL3_READ = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from volatility3.framework import contexts
-    from volatility3.framework.layers import avml, physical
-    ctx = contexts.Context()
-    ctx.config["base.location"] = Path(sys.argv[1]).resolve().as_uri()
-    ctx.add_layer(physical.FileLayer(ctx, "base", "base"))
-    ctx.config["memory.base_layer"] = "base"
-    layer = avml.AVMLLayer(ctx, "memory", "memory")
-    raw = Path(sys.argv[2]).read_bytes()
-    base = int(sys.argv[3], 0)
-    assert layer.read(base, len(raw)) == raw, "vol3 read different bytes"
-    print("OK")
-""")
-
-
-def vol3_reads(image: Path, raw: Path, base: int = 0, timeout: float = 60) -> None:
-    proc = subprocess.run([sys.executable, "-c", _VOL3_READ, str(image), str(raw), hex(base)],
-                          capture_output=True, text=True, timeout=timeout)
+def vol3_reads(image: Path, raw: Path) -> None:
+    proc = u.vol3_read(image, raw)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
 
 
