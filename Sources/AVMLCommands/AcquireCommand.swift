@@ -1,5 +1,4 @@
 import ArgumentParser
-import FoundationEssentials
 import ImageFormats
 import ImagePipeline
 import MemorySources
@@ -51,93 +50,64 @@ public struct Acquire<Upload: AcquireUpload>: ParsableCommand {
     }
 
     public func run() throws {
-        let acquisition = capture.acquisition(
-            destination: filename, diskUsage: DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage))
-        _ = runCapture(
-            "acquire", image: ImageFile.isStandardOutputPath(filename) ? "-" : filename, compressed: capture.compress,
-            manifest: capture.manifestPath(forImage: filename), quiet: capture.pipeline.quiet
-        ) { progress in
-            try acquisition.run(progress: progress)
-        }
+        var memoryCapture = capture.memoryCapture(to: .file(filename), manifestFor: filename)
+        memoryCapture.diskUsage = DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage)
+        _ = runCapture("acquire", memoryCapture, quiet: capture.pipeline.quiet)
         upload.uploadIfRequested(file: filename, quiet: capture.pipeline.quiet)
     }
 }
 
-/// Runs a capture, records it in a manifest and reports it: the one path of every
-/// command that reads memory. On failure the manifest records why, and the
-/// process exits 1.
+/// Runs a capture and reports it: warnings as they come, then what a responder
+/// must know about the image, then a summary. Exits 1 on failure (the manifest
+/// already records why).
 ///
 /// - Parameters:
 ///   - label: the progress line's label.
-///   - image: what the manifest names as the image: a path, "-", or a redacted destination.
-///   - compressed: the image's format.
-///   - manifest: where the manifest goes.
+///   - capture: the capture, with its manifest path.
 ///   - quiet: no progress and no summary.
-///   - capture: the capture itself, given the progress callback.
 /// - Returns: what was captured.
-public func runCapture(
-    _ label: String, image: String, compressed: Bool, manifest: String, quiet: Bool,
-    _ capture: ((@Sendable (UInt64, UInt64) -> Void)?) throws -> AcquisitionResult
-) -> AcquisitionResult {
+public func runCapture(_ label: String, _ capture: MemoryCapture, quiet: Bool) -> CaptureReport {
     let progress = ProgressLine(label, quiet: quiet)
-    let started = Date()
-    let clock = monotonicSeconds()
-    var result: AcquisitionResult?
-    var failure: Error?
+    let report: CaptureReport
     do {
-        result = try capture(progress.callback)
+        report = try capture.run(
+            warn: { message in
+                progress.finish()
+                warn(message)
+            }, progress: progress.callback)
     } catch {
-        failure = error
+        progress.finish()
+        fail(error)
     }
     progress.finish()
-    let record = Manifest(
-        image: image, compressed: compressed, startedAt: started, finishedAt: Date(), result: result, error: failure)
-    guard let result else {
-        do { try record.write(to: manifest) } catch { warn("could not record the failure in the manifest: \(error)") }
-        fail(failure ?? ManifestNotWritten(image: image, cause: nil))
-    }
-    do {
-        try record.write(to: manifest)
-    } catch {
-        fail(ManifestNotWritten(image: image, cause: error))
-    }
-    let planned = result.plannedRanges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
-    let captured = result.capturedRanges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    let planned = report.plan.memoryBytes
+    let captured = report.capturedRanges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
     if captured < planned {
         warn(
             "\(planned - captured) bytes of System RAM (\(formatBytes(planned - captured))) were not available from "
-                + "\(result.source) and are not in the image; the manifest lists the planned and captured ranges")
+                + "\(report.source) and are not in the image; the manifest lists the planned and captured ranges")
     }
-    for earlier in result.earlierFailures {
+    for earlier in report.earlierFailures {
         warn("source failed, tried the next: \(earlier)")
     }
-    reportUnreadable(result.unreadableRanges)
+    reportUnreadable(report.pipeline.unreadable)
+    reportVolatilityUnreadable(report.pipeline.volatilityUnreadable)
     if !quiet {
-        FileHandleStandardError.write(summary(result, seconds: monotonicSeconds() - clock, manifest: manifest) + "\n")
+        FileHandleStandardError.write(summary(report) + "\n")
     }
-    return result
-}
-
-/// The image is complete but its manifest is not: the responder must know.
-struct ManifestNotWritten: Error, CustomStringConvertible, CausedError {
-    var image: String
-    var cause: Error?
-
-    var description: String {
-        "the image \(escapedForLog(image)) is complete, but its manifest could not be written"
-    }
+    return report
 }
 
 /// One line a responder can paste into case notes.
-func summary(_ result: AcquisitionResult, seconds: Double, manifest: String) -> String {
-    let statistics = result.statistics
-    let unreadable = result.unreadableRanges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
-    let rate = formatBytes(UInt64(Double(statistics.memoryBytes + statistics.zeroBytesSkipped) / max(seconds, 0.001)))
+func summary(_ report: CaptureReport) -> String {
+    let statistics = report.pipeline.statistics
+    let unreadable = report.pipeline.unreadable.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    let rate = formatBytes(UInt64(Double(statistics.memoryBytes + statistics.zeroBytesSkipped) / max(report.seconds, 0.001)))
     return
-        "avml: captured \(formatBytes(statistics.memoryBytes)) from \(result.source) in \(formatDecimal(seconds, places: 1)) s "
+        "avml: captured \(formatBytes(statistics.memoryBytes)) from \(report.source) in \(formatDecimal(report.seconds, places: 1)) s "
         + "(\(rate)/s); skipped \(statistics.zeroBlocksSkipped) all-zero blocks (\(formatBytes(statistics.zeroBytesSkipped))); "
-        + "\(unreadable / 4096) unreadable pages; image \(result.imageSize) bytes, sha256 \(result.sha256); "
-        + "manifest \(escapedForLog(manifest))"
+        + "\(unreadable / 4096) unreadable pages; image \(statistics.bytesWritten) bytes, sha256 \(report.pipeline.sha256 ?? "-"); "
+        + "manifest \(escapedForLog(report.manifestPath))"
 }
 
 public func warn(_ message: String) {
@@ -154,4 +124,13 @@ func reportUnreadable(_ ranges: [Range<UInt64>]) {
     }
     if ranges.count > 50 { text += "    ... and \(ranges.count - 50) more ranges\n" }
     warn(text)
+}
+
+/// Compressed records that no neighbour could absorb: Volatility 3 cannot open them.
+func reportVolatilityUnreadable(_ ranges: [Range<UInt64>]) {
+    guard let first = ranges.first else { return }
+    warn(
+        "\(ranges.count) compressed record(s) hold memory that does not compress and that no neighbour could absorb "
+            + "(first: \(hex(first.lowerBound))-\(hex(first.upperBound - 1))); Volatility 3 cannot open such records. "
+            + "They are listed in the manifest; for Volatility, convert the image to LiME (avml convert IMAGE IMAGE.lime)")
 }

@@ -23,14 +23,14 @@ public struct CaptureOptions: ParsableArguments {
 
     public init() {}
 
-    /// Where the manifest of an image written to `image` goes ("-" for streams).
-    public func manifestPath(forImage image: String) -> String {
-        manifest ?? Manifest.defaultPath(forImage: image)
-    }
-
-    public func acquisition(destination: String, diskUsage: DiskUsageLimit = DiskUsageLimit()) -> Acquisition {
-        Acquisition(
+    /// The capture these options describe, to `destination`, with its manifest
+    /// beside `image` (a path, or "-" for standard output and streams).
+    public func memoryCapture(to destination: MemoryCapture.Destination, manifestFor image: String) -> MemoryCapture {
+        var capture = MemoryCapture(
             destination: destination, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
-            iomemPath: iomem, diskUsage: diskUsage, threads: pipeline.threads)
+            threads: pipeline.threads, manifestPath: manifest ?? Manifest.defaultPath(forImage: image))
+        capture.iomemPath = iomem
+        capture.memoryBudget = pipeline.memoryBudgetBytes
+        return capture
     }
 }

@@ -24,14 +24,17 @@ public struct Convert: ParsableCommand {
 
     public func run() throws {
         let progress = ProgressLine("convert", quiet: pipeline.quiet)
+        var conversion = Conversion(
+            source: src, sourceFormat: sourceFormat, destination: dst, format: format, threads: pipeline.threads)
+        conversion.memoryBudget = pipeline.memoryBudgetBytes
+        let result: PipelineResult
         do {
-            _ = try Conversion(
-                source: src, sourceFormat: sourceFormat, destination: dst, format: format, threads: pipeline.threads
-            ).run(progress: progress.callback)
+            result = try conversion.run(progress: progress.callback)
         } catch {
             progress.finish()
             fail(error)
         }
         progress.finish()
+        reportVolatilityUnreadable(result.volatilityUnreadable)
     }
 }

@@ -21,8 +21,14 @@ extension AVMLRootCommand {
 
 /// Options every subcommand that writes images shares.
 public struct PipelineOptions: ParsableArguments {
-    @Option(help: "Threads that check and compress blocks (default: the CPUs this process may use).")
-    public var threads: Int = availableProcessors()
+    @Option(help: "Threads that read, check and compress blocks (default: the CPUs this process may use, at most 8).")
+    public var threads: Int = RecordPipeline.defaultThreads
+
+    @Option(
+        help: ArgumentHelp(
+            "MiB of buffers a capture or conversion may hold (default 256); fewer threads run if more would not fit.",
+            valueName: "MiB"))
+    var memoryBudget: Int = RecordPipeline.defaultMemoryBudget >> 20
 
     @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
     public var quiet = false
@@ -31,7 +37,13 @@ public struct PipelineOptions: ParsableArguments {
 
     public func validate() throws {
         guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024") }
+        let minimum = (RecordPipeline.minimumBudget(compressed: true) + (1 << 20) - 1) >> 20
+        guard memoryBudget >= minimum && memoryBudget <= 1 << 20 else {
+            throw ValidationError("--memory-budget must be between \(minimum) and \(1 << 20) (MiB)")
+        }
     }
+
+    public var memoryBudgetBytes: Int { memoryBudget << 20 }
 }
 
 extension ImageFormat: ExpressibleByArgument {}

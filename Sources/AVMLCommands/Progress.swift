@@ -1,5 +1,6 @@
 import Glibc
 import ImageFormats
+import ImagePipeline
 import Synchronization
 
 /// Percent, bytes, rate and ETA on one self-overwriting stderr line, only when
@@ -57,12 +58,6 @@ public final class ProgressLine: Sendable {
         guard enabled, state.withLock({ $0.drawn }) else { return }
         FileHandleStandardError.write("\r\u{1b}[K")
     }
-}
-
-func monotonicSeconds() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
 }
 
 /// 1536 → "1.5 KiB".

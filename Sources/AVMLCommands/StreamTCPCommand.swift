@@ -1,5 +1,6 @@
 import ArgumentParser
 import ImageFormats
+import ImagePipeline
 import TCPStreaming
 
 /// `avml stream tcp`: memory over a plain TCP connection, in both binaries.
@@ -15,18 +16,14 @@ public struct StreamTCP: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        var sent: UInt64 = 0
-        _ = runCapture(
-            "stream", image: destination, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
-            quiet: capture.pipeline.quiet
-        ) { progress in
-            let (result, bytes) = try TCPCapture.run(
-                capture.acquisition(destination: destination), address: destination, progress: progress)
-            sent = bytes
-            return result
+        let destination = MemoryCapture.Destination.stream(name: self.destination) { _ in
+            try TCPSink(address: self.destination)
         }
+        let report = runCapture(
+            "stream", capture.memoryCapture(to: destination, manifestFor: "-"), quiet: capture.pipeline.quiet)
         if !capture.pipeline.quiet {
-            FileHandleStandardError.write("avml: streamed \(sent) bytes to \(escapedForLog(destination))\n")
+            FileHandleStandardError.write(
+                "avml: streamed \(report.pipeline.statistics.bytesWritten) bytes to \(escapedForLog(self.destination))\n")
         }
     }
 }

@@ -38,13 +38,7 @@ public struct Verify: ParsableCommand {
             text += "; no manifest, so the SHA-256 was not checked"
         }
         print(text)
-        let unreadable = summary.volatilityUnreadable
-        if let first = unreadable.first {
-            warn(
-                "\(unreadable.count) compressed record(s) hold a stream longer than their memory (first: "
-                    + "\(hex(first.header.start))-\(hex(first.header.end))); Volatility 3's AVML layer loops forever on "
-                    + "such records. For Volatility, convert first: avml convert \(escapedForLog(image)) IMAGE.lime")
-        }
+        if let advice = volatilityAdvice(summary) { warn(advice) }
     }
 }
 
@@ -86,11 +80,19 @@ func infoText(_ summary: ImageSummary) -> String {
     lines += summary.ranges.map(line)
     lines.append("gaps:     \(summary.gaps.count)")
     lines += summary.gaps.map(line)
-    let unreadable = summary.volatilityUnreadable.count
-    if unreadable > 0 {
-        lines.append("volatility: \(unreadable) compressed record(s) Volatility 3 cannot open; convert to LiME for it")
-    }
+    if let advice = volatilityAdvice(summary) { lines.append("volatility: \(advice)") }
     return lines.joined(separator: "\n")
+}
+
+/// What to tell an analyst about compressed records Volatility 3 cannot open, and the command that fixes them.
+func volatilityAdvice(_ summary: ImageSummary) -> String? {
+    let unreadable = summary.volatilityUnreadable
+    guard let first = unreadable.first else { return nil }
+    return
+        "\(unreadable.count) compressed record(s) hold a stream longer than their memory (first: "
+        + "\(hex(first.header.start))-\(hex(first.header.end))), on which Volatility 3's AVML layer loops forever. "
+        + "Re-cut them (memory unchanged): avml convert --source-format lime_compressed --format lime_compressed "
+        + "\(escapedForLog(summary.path)) FIXED.avml"
 }
 
 func infoJSON(_ summary: ImageSummary) -> String {

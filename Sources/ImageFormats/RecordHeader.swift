@@ -28,6 +28,7 @@ public enum RecordHeaderError: Error, Equatable, Sendable, CustomStringConvertib
     case endBeforeStart(start: UInt64, end: UInt64)
     case reservedNotZero(UInt64)
     case endAtLastAddress
+    case beyondPhysicalAddresses(end: UInt64)
 
     public var description: String {
         switch self {
@@ -42,6 +43,9 @@ public enum RecordHeaderError: Error, Equatable, Sendable, CustomStringConvertib
             return "reserved field is \(hex(value)), not zero"
         case .endAtLastAddress:
             return "end is the last 64-bit address, where no memory can be"
+        case .beyondPhysicalAddresses(let end):
+            return
+                "end \(hex(end)) is at or above \(hex(RecordHeader.physicalAddressLimit)), beyond any physical address space (52 bits on x86-64 and arm64)"
         }
     }
 }
@@ -51,6 +55,10 @@ public struct RecordHeader: Equatable, Sendable {
     public static let size = 32
     public static let limeMagic: UInt32 = 0x4C69_4D45
     public static let avmlMagic: UInt32 = 0x4C4D_5641
+    /// No physical memory lies at or above 2^52: that is the widest physical
+    /// address space of x86-64 (five-level paging) and arm64 (LPA). A record
+    /// there is corrupt or hostile, and must not make raw output fill petabytes.
+    public static let physicalAddressLimit: UInt64 = 1 << 52
 
     /// Whether the body is a Snappy framed stream (AVML v2) rather than raw bytes (LiME v1).
     public var compressed: Bool
@@ -89,7 +97,7 @@ public struct RecordHeader: Equatable, Sendable {
     /// Decodes a header field by field.
     ///
     /// - Throws: `RecordHeaderError` for a wrong magic or version, a non-zero
-    ///   reserved field, or an end before the start.
+    ///   reserved field, an end before the start, or addresses beyond 2^52.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(RecordHeaderError) -> RecordHeader {
         precondition(bytes.count >= size)
         let magic = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
@@ -109,6 +117,7 @@ public struct RecordHeader: Equatable, Sendable {
         // No machine has memory at the last address, and an exclusive end past it
         // would overflow every range computed from the record.
         guard end < UInt64.max else { throw .endAtLastAddress }
+        guard end < physicalAddressLimit else { throw .beyondPhysicalAddresses(end: end) }
         return RecordHeader(compressed: compressed, start: start, end: end)
     }
 

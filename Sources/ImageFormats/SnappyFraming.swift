@@ -44,11 +44,31 @@ public final class SnappyFrameEncoder {
     ///   - destination: at least `SnappyFraming.maxFramedLength(source.count)` bytes.
     /// - Returns: the length of the stream written.
     public func encode(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) -> Int {
-        precondition(destination.count >= SnappyFraming.maxFramedLength(source.count), "framing output buffer too small")
-        guard let dst = destination.baseAddress else { return 0 }
+        precondition(destination.count >= SnappyFraming.streamIdentifier.count, "framing output buffer too small")
         UnsafeMutableRawBufferPointer(rebasing: destination[..<SnappyFraming.streamIdentifier.count])
             .copyBytes(from: SnappyFraming.streamIdentifier)
-        var op = SnappyFraming.streamIdentifier.count
+        return appendChunks(source, into: destination, at: SnappyFraming.streamIdentifier.count)
+    }
+
+    /// Appends the data chunks of `source` to a stream being built in `destination`,
+    /// so a block read in pieces is compressed piece by piece while each is in cache.
+    /// Every chunk but the last of `source` holds 64 KiB, so pieces that are
+    /// multiples of 64 KiB give exactly the stream `encode` gives for the whole.
+    ///
+    /// - Parameters:
+    ///   - source: the next bytes of the stream.
+    ///   - destination: the stream's buffer.
+    ///   - offset: where the stream ends so far; at least
+    ///     `SnappyFraming.maxFramedLength(source.count) - 10` bytes must follow it.
+    /// - Returns: where the stream ends now.
+    public func appendChunks(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, at offset: Int)
+        -> Int
+    {
+        precondition(
+            destination.count - offset >= SnappyFraming.maxFramedLength(source.count) - SnappyFraming.streamIdentifier.count,
+            "framing output buffer too small")
+        guard let dst = destination.baseAddress else { return offset }
+        var op = offset
         var consumed = 0
         while consumed < source.count {
             let count = min(SnappyFraming.maxChunkData, source.count - consumed)

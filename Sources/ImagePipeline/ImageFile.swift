@@ -2,10 +2,28 @@ import Glibc
 import ImageFormats
 import SystemPackage
 
-/// Where finished records go, in order: a file, standard output, or a network stream.
+/// Where an image's bytes go, in order: a file, standard output, or a network stream.
+///
+/// One owner (the capture's lifecycle, `withSink`) calls `write` any number of
+/// times, then exactly one of `finish` or `abort`. Errors from a sink are the
+/// destination's: the pipeline reports them as such, never as the source's.
 public protocol ImageSink: AnyObject {
     /// Writes all of `bytes` or throws.
     func write(_ bytes: UnsafeRawBufferPointer) throws
+    /// Completes the image: flushes it to stable storage, commits the upload, or ends the stream cleanly.
+    func finish() throws
+    /// Abandons the image: removes the partial file, commits nothing, resets the connection.
+    /// - Throws: when what was written could not be taken back (a file left behind).
+    func abort() throws
+    /// Whether `restart` can empty the destination so a capture starts over from another source.
+    var canRestart: Bool { get }
+    /// Empties the destination; false when it cannot be taken back.
+    func restart() -> Bool
+}
+
+extension ImageSink {
+    public var canRestart: Bool { false }
+    public func restart() -> Bool { false }
 }
 
 /// An image being written to a local file or to standard output.
@@ -30,8 +48,12 @@ public final class ImageFile: ImageSink {
 
     /// Creates or truncates `path`, or takes standard output for `/dev/stdout` and `-`.
     ///
+    /// - Parameters:
+    ///   - path: the file.
+    ///   - sideFile: a manifest or symbol table: refuses to truncate a file that holds
+    ///     a memory image, so a mistyped path never destroys evidence.
     /// - Throws: `OutputError` naming the path and errno; `ELOOP` means a symlink was refused.
-    public init(path: String) throws(OutputError) {
+    public init(path: String, sideFile: Bool = false) throws(OutputError) {
         self.path = path
         if Self.isStandardOutputPath(path) {
             isStandardOutput = true
@@ -42,7 +64,9 @@ public final class ImageFile: ImageSink {
         isStandardOutput = false
         // Not O_TRUNC: a file that exists under another name too (a planted hard
         // link) must be refused before anything in it is lost.
-        let fd = path.withCString { open($0, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode_t(0o600)) }
+        // A side file is opened for reading too, to look at what it would replace.
+        let access = sideFile ? O_RDWR : O_WRONLY
+        let fd = path.withCString { open($0, access | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode_t(0o600)) }
         guard fd >= 0 else { throw OutputError(.create, path: path, errno: Errno(rawValue: errno)) }
         descriptor = FileDescriptor(rawValue: fd)
         var info = stat()
@@ -59,6 +83,8 @@ public final class ImageFile: ImageSink {
         var failure: Errno?
         if info.st_nlink > 1 {
             failure = .tooManyLinks
+        } else if sideFile && Self.holdsImage(fd) {
+            failure = .fileExists
         } else if ftruncate(fd, 0) != 0 || (info.st_mode & 0o7777 != 0o600 && fchmod(fd, 0o600) != 0) {
             failure = Errno(rawValue: errno)
         }
@@ -70,6 +96,14 @@ public final class ImageFile: ImageSink {
 
     deinit {
         if !closed && !isStandardOutput { try? descriptor.close() }
+    }
+
+    /// Whether the open file starts with a LiME or AVML record header.
+    private static func holdsImage(_ fd: Int32) -> Bool {
+        var magic: UInt32 = 0
+        guard pread(fd, &magic, 4, 0) == 4 else { return false }
+        let value = UInt32(littleEndian: magic)
+        return value == RecordHeader.limeMagic || value == RecordHeader.avmlMagic
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws(OutputError) {
@@ -107,6 +141,11 @@ public final class ImageFile: ImageSink {
 
     /// Whether `restart` can empty the destination: a regular file, not a pipe or terminal.
     public var canRestart: Bool { identity != nil }
+
+    /// `discard`, as the sink lifecycle's abort.
+    public func abort() throws {
+        try discard()
+    }
 
     /// Empties the file so a capture can start over from another source.
     /// - Returns: false when the destination cannot restart (standard output, a pipe).

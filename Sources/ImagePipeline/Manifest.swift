@@ -40,6 +40,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     public struct Ranges: Codable, Sendable, Equatable {
         public var planned: [AddressRange]
         public var captured: [AddressRange]
+        /// Ranges of a saved `--iomem` map that were not System RAM on the host, so not read.
+        public var dropped: [AddressRange]?
     }
 
     public var tool: Tool
@@ -55,6 +57,11 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var zeroBlocksSkipped: Int
     /// Pages that could not be read and were written as zeros.
     public var unreadable: [AddressRange]
+    /// Compressed records Volatility 3 cannot open (memory that does not compress,
+    /// with no neighbour to absorb it); `avml convert` can re-cut them.
+    public var volatilityUnreadable: [AddressRange]?
+    /// Seconds each stage of the pipeline worked, summed over its threads.
+    public var timings: StageTimings?
     /// Bytes of the image as written; nil when the capture failed.
     public var size: UInt64?
     public var sha256: String?
@@ -66,7 +73,9 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case tool, host, image, source, format, ranges, unreadable, size, sha256, error
+        case timings
         case sourceFailures = "source_failures"
+        case volatilityUnreadable = "volatility_unreadable"
         case zeroBlocksSkipped = "zero_blocks_skipped"
         case startedAt = "started_at"
         case finishedAt = "finished_at"
@@ -75,28 +84,40 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     public static let toolVersion = "0.1.0"
 
-    /// A manifest for a finished capture, or for one that failed with `error`.
-    public init(
-        image: String, compressed: Bool, startedAt: Date, finishedAt: Date, result: AcquisitionResult?, error: Error?
+    /// A manifest for a finished capture, or for one that failed.
+    init(
+        capture: MemoryCapture, plan: CapturePlan?, outcome: Result<CaptureReport, CaptureError>, startedAt: Date,
+        finishedAt: Date
     ) {
         tool = Tool(name: "avml", version: Self.toolVersion)
         host = Self.currentHost()
-        self.image = image
-        source = result?.source.path
-        sourceFailures =
-            result?.earlierFailures ?? (error as? AllSourcesFailed)?.failures.map { "\($0.source): \($0.error)" } ?? []
-        format = compressed ? ImageFormat.limeCompressed.rawValue : ImageFormat.lime.rawValue
+        image = capture.imageName
+        format = capture.compressed ? ImageFormat.limeCompressed.rawValue : ImageFormat.lime.rawValue
+        let report = try? outcome.get()
+        source = report?.source.path
+        sourceFailures = report?.earlierFailures ?? []
+        if case .failure(.source(let error as AllSourcesFailed)) = outcome {
+            sourceFailures = error.failures.map { "\($0.source): \($0.error)" }
+        }
+        let dropped = plan?.dropped ?? []
         ranges = Ranges(
-            planned: (result?.plannedRanges ?? []).map(AddressRange.init),
-            captured: (result?.capturedRanges ?? []).map(AddressRange.init))
-        zeroBlocksSkipped = result?.statistics.zeroBlocksSkipped ?? 0
-        unreadable = (result?.unreadableRanges ?? []).map(AddressRange.init)
-        size = result?.imageSize
-        sha256 = result?.sha256
+            planned: (plan?.ranges ?? []).map(AddressRange.init), captured: (report?.capturedRanges ?? []).map(AddressRange.init),
+            dropped: dropped.isEmpty ? nil : dropped.map(AddressRange.init))
+        zeroBlocksSkipped = report?.pipeline.statistics.zeroBlocksSkipped ?? 0
+        unreadable = (report?.pipeline.unreadable ?? []).map(AddressRange.init)
+        let unopenable = report?.pipeline.volatilityUnreadable ?? []
+        volatilityUnreadable = unopenable.isEmpty ? nil : unopenable.map(AddressRange.init)
+        timings = report?.pipeline.timings
+        size = report?.pipeline.statistics.bytesWritten
+        sha256 = report?.pipeline.sha256
         self.startedAt = Self.timestamp(startedAt)
         self.finishedAt = Self.timestamp(finishedAt)
-        exitStatus = error == nil ? 0 : 1
-        self.error = error.map { String(describing: $0) }
+        if case .failure(let error) = outcome {
+            exitStatus = 1
+            self.error = String(describing: error)
+        } else {
+            exitStatus = 0
+        }
     }
 
     /// ISO 8601 in UTC, to the second.
@@ -124,9 +145,22 @@ public struct Manifest: Codable, Sendable, Equatable {
         return Array(try encoder.encode(self)) + [0x0a]
     }
 
-    /// Writes the manifest with the same care as an image: O_NOFOLLOW, mode 0600.
-    public func write(to path: String) throws {
-        _ = try writeImage(to: path) { file in try file.write(encoded()) }
+    /// Writes the manifest into a file opened with the same care as an image (O_NOFOLLOW, mode 0600).
+    func write(to file: ImageFile) throws(CaptureError) {
+        let bytes: [UInt8]
+        do {
+            bytes = try encoded()
+        } catch {
+            try? file.abort()
+            throw .destination(error)
+        }
+        try withSink(file) { (sink) throws(CaptureError) in
+            do {
+                try bytes.withUnsafeBytes { try sink.write($0) }
+            } catch {
+                throw .destination(error)
+            }
+        }
     }
 
     /// Reads a manifest written by `write(to:)`.

@@ -30,6 +30,8 @@ public struct OutputError: Error, Sendable, CustomStringConvertible {
         switch errno {
         case .tooManySymbolicLinkLevels:
             text += " (the destination is a symbolic link; refusing to follow it)"
+        case .fileExists:
+            text += " (it holds a memory image; a manifest or symbol table never replaces evidence)"
         case .tooManyLinks:
             text += " (the destination has other hard links; refusing to overwrite a file that exists under another name)"
         case .noSpace:
@@ -40,30 +42,5 @@ public struct OutputError: Error, Sendable, CustomStringConvertible {
             break
         }
         return text
-    }
-}
-
-/// Conversions `avml convert` refuses before touching any file.
-public enum ConvertError: Error, Sendable, Equatable, CustomStringConvertible {
-    case noConversionRequired(ImageFormat)
-    case destinationIsSource(String)
-
-    public var description: String {
-        switch self {
-        case .noConversionRequired(let format):
-            return "no conversion required: source and destination are both \(format)"
-        case .destinationIsSource(let path):
-            return "\(escapedForLog(path)) is both source and destination; writing it would destroy the source"
-        }
-    }
-}
-
-/// A failure whose incomplete image could not be removed: both must be told.
-public struct IncompleteImageLeft: Error, CustomStringConvertible {
-    public var cause: Error
-    public var removal: OutputError
-
-    public var description: String {
-        "\(cause)\n(and the incomplete image was left behind: \(removal))"
     }
 }

@@ -2,28 +2,27 @@ import ImageFormats
 import MemorySources
 
 /// Blocks of memory ranges read from a `MemoryReader`: each range cut into
-/// 16 MiB blocks from its start, as AVML cuts them.
-///
-/// Pages that fail with EIO, EFAULT or ENXIO are retried one by one; those
-/// that still fail are zero-filled and listed in `unreadable`, so one bad page
-/// costs 4 KiB of the image rather than the whole capture.
+/// 16 MiB blocks from its start, as AVML cuts them. Blocks are read by
+/// address, so the pipeline's workers read them in parallel.
 public struct MemoryBlockProducer: BlockProducer {
-    public let reader: MemoryReader
     public let ranges: [Range<UInt64>]
-    /// False when a read error must fail the run (converting a raw file: a bad disk is not bad RAM).
-    public let zeroFillUnreadable: Bool
-    /// Zero-filled address ranges, merged, in address order.
-    public private(set) var unreadable: [Range<UInt64>] = []
+    private let reader: MemoryBlockReader
     private var rangeIndex = 0
     private var next: UInt64
-    private var current: ProducedBlock?
+    private var current = ProducedBlock(start: 0, count: 0)
 
+    /// - Parameters:
+    ///   - reader: the memory.
+    ///   - ranges: what to read, sorted.
+    ///   - zeroFillUnreadable: false when a read error must fail the run
+    ///     (converting a raw file: a bad disk is not bad RAM).
     public init(reader: MemoryReader, ranges: [Range<UInt64>], zeroFillUnreadable: Bool = true) {
-        self.reader = reader
-        self.zeroFillUnreadable = zeroFillUnreadable
+        self.reader = MemoryBlockReader(reader: reader, zeroFillUnreadable: zeroFillUnreadable)
         self.ranges = ranges.filter { !$0.isEmpty }
         next = self.ranges.first?.lowerBound ?? 0
     }
+
+    public var reading: BlockReading { .concurrent(reader) }
 
     public mutating func nextBlock() throws -> ProducedBlock? {
         while rangeIndex < ranges.count && next >= ranges[rangeIndex].upperBound {
@@ -38,16 +37,34 @@ public struct MemoryBlockProducer: BlockProducer {
     }
 
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
-        let address = (current?.start ?? 0) + UInt64(offset)
+        _ = try reader.read(current, at: offset, into: buffer)
+    }
+}
+
+/// Reads memory by address. Pages that fail with EIO, EFAULT or ENXIO are
+/// retried one by one; those that still fail are zero-filled and reported, so
+/// one bad page costs 4 KiB of the image rather than the whole capture.
+struct MemoryBlockReader: ConcurrentBlockReader {
+    let reader: MemoryReader
+    let zeroFillUnreadable: Bool
+
+    func read(_ block: ProducedBlock, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws
+        -> [Range<UInt64>]
+    {
+        let address = block.start + UInt64(offset)
         do {
             try reader.read(into: buffer, at: address)
+            return []
         } catch {
             guard error.isUnreadablePage && zeroFillUnreadable else { throw error }
-            try readPageByPage(into: buffer, at: address)
+            return try readPageByPage(into: buffer, at: address)
         }
     }
 
-    private mutating func readPageByPage(into block: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
+    private func readPageByPage(into block: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError)
+        -> [Range<UInt64>]
+    {
+        var unreadable: [Range<UInt64>] = []
         for span in PageSpans(address: address, count: block.count) {
             let pageAddress = address + UInt64(span.lowerBound)
             let page = UnsafeMutableRawBufferPointer(rebasing: block[span])
@@ -64,6 +81,7 @@ public struct MemoryBlockProducer: BlockProducer {
                 }
             }
         }
+        return unreadable
     }
 }
 
@@ -82,6 +100,9 @@ public struct ImageBlockProducer: BlockProducer {
         self.reader = reader
         self.progress = progress
     }
+
+    /// Compressed records decode in order.
+    public var reading: BlockReading { .inOrder }
 
     public mutating func nextBlock() throws -> ProducedBlock? {
         if remaining == 0 {

@@ -1,19 +1,38 @@
-import Dispatch
 import Glibc
 import ImageFormats
-import Synchronization
 
 /// Where the pipeline's blocks come from: a memory source, a raw file, an image.
 ///
-/// A block is announced first and then read in order, whole or in pieces, so
-/// LiME output can stream a block through a small cache-warm buffer.
+/// Blocks are announced in output order. A producer whose bytes can be read by
+/// address from any thread (memory, raw files) offers a `ConcurrentBlockReader`,
+/// so workers read their blocks in parallel, in cache-sized pieces; one whose
+/// bytes come in order (an image being decoded) is read right after `nextBlock`.
 public protocol BlockProducer: SendableMetatype {
-    /// Moves to the next block of memory.
+    /// Moves to the next block; called by one thread at a time, in order.
     /// - Returns: the block's address and length, or nil when there are no more.
     mutating func nextBlock() throws -> ProducedBlock?
 
-    /// Reads the next `buffer.count` bytes of the current block, which start `offset` bytes into it.
+    /// How the blocks' bytes are read.
+    var reading: BlockReading { get }
+
+    /// Reads the next `buffer.count` bytes of the current block, `offset` bytes
+    /// into it (`.inOrder` producers only).
     mutating func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws
+}
+
+/// How a producer's bytes are read.
+public enum BlockReading: Sendable {
+    /// Right after `nextBlock`, with `read(into:at:)`, one thread at a time.
+    case inOrder
+    /// By address, from any thread, with this reader.
+    case concurrent(any ConcurrentBlockReader)
+}
+
+/// Reads any part of any block, from any thread.
+public protocol ConcurrentBlockReader: Sendable {
+    /// Fills `buffer` with the bytes of `block` that start `offset` bytes into it.
+    /// - Returns: address ranges that could not be read and were zero-filled.
+    func read(_ block: ProducedBlock, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> [Range<UInt64>]
 }
 
 /// A block a producer placed in the pipeline's buffer.
@@ -45,314 +64,219 @@ public struct PipelineStatistics: Sendable, Equatable {
     public init() {}
 }
 
+/// Seconds each stage spent working, summed over its threads: where a capture's time goes.
+public struct StageTimings: Sendable, Equatable, Codable {
+    public var read = 0.0
+    public var zeroCheck = 0.0
+    public var compress = 0.0
+    public var hash = 0.0
+    public var write = 0.0
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case read, compress, hash, write
+        case zeroCheck = "zero_check"
+    }
+
+    static func + (left: StageTimings, right: StageTimings) -> StageTimings {
+        var sum = left
+        sum.read += right.read
+        sum.zeroCheck += right.zeroCheck
+        sum.compress += right.compress
+        sum.hash += right.hash
+        sum.write += right.write
+        return sum
+    }
+}
+
+/// Everything a run produced besides the bytes.
+public struct PipelineResult: Sendable {
+    public var statistics = PipelineStatistics()
+    /// The SHA-256 (hex) of every byte handed to the sink, when hashing was asked for.
+    public var sha256: String?
+    /// Pages that could not be read and were written as zeros, merged, in address order.
+    public var unreadable: [Range<UInt64>] = []
+    /// Compressed records written although Volatility 3 cannot open them: memory
+    /// that does not compress, with no neighbour in reach to absorb it.
+    public var volatilityUnreadable: [Range<UInt64>] = []
+    public var timings = StageTimings()
+    /// Worker threads that ran.
+    public var workers = 0
+}
+
+/// Why a run stopped, by side: the memory source (or the image being read), or the destination.
+public enum PipelineFailure: Error, CustomStringConvertible {
+    case source(any Error)
+    case destination(any Error)
+    case interrupted(Interrupted)
+    /// Not even one worker thread could be started.
+    case noThreads(errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .source(let error), .destination(let error): return String(describing: error)
+        case .interrupted(let error): return error.description
+        case .noThreads(let errno):
+            return
+                "cannot start a pipeline thread: \(String(cString: strerror(errno))) (too many processes or too little memory?)"
+        }
+    }
+}
+
+/// How many worker threads and buffers a run uses, from its thread count and memory budget.
+public struct PipelineLayout: Sendable, Equatable {
+    public var workers: Int
+    /// Buffers that hold units between a worker, the writer and the hasher.
+    public var slots: Int
+    public var slotBytes: Int
+    /// Each worker's own input buffer (compressed output only).
+    public var workerBytes: Int
+
+    /// Bytes of buffers the run allocates.
+    public var totalBytes: Int { workers * workerBytes + slots * slotBytes }
+}
+
 /// Turns blocks of memory into LiME or AVML records, strictly in block order,
 /// so the output is the same whatever the thread count.
 ///
-/// AVML records: one thread reads, `threads` threads check for zeros and
-/// compress, one thread writes. Memory stays bounded by rings of reused slots:
-/// block `k` reads into input `k % (threads + 1)`, is compressed into output
-/// `k % (threads + 1)` and is tracked by job `k % (threads + 2)`; an input is
-/// freed once compressed, an output and a job once written. Every wait is for
-/// an earlier block, so the rings cannot deadlock, and the extra job lets the
-/// reader run ahead while the writer writes. Output buffers are touched only as
-/// far as the data compresses.
+/// AVML records: each worker claims a block and, under the same lock, the
+/// output slot that the block's index owns (so no scheduling can give a later
+/// block an earlier one's slot), reads the block in 1 MiB pieces and
+/// compresses each piece while it is in cache. LiME records: workers claim
+/// 1 MiB pieces into slots, read them and check them for zeros. The calling
+/// thread writes units in index order (cutting compressed records so that
+/// Volatility can open each one, see `RecordJoiner`), and a hasher thread
+/// hashes what was written, one unit behind, before the slot is reused.
 ///
-/// LiME records need no CPU work but the zero check, so each block streams
-/// through one 1 MiB buffer that stays in cache between the read and the write.
+///     claim (index → slot, in order) ─▶ workers: read, zero check, compress
+///         ─▶ writer (this thread): records → sink ─▶ hasher: SHA-256 ─▶ slot free
+///
+/// Memory is the layout's buffers, fixed at the start from `memoryBudget`; more
+/// threads than fit are not started.
 public struct RecordPipeline: Sendable {
-    /// AVML's block size: records hold at most 16 MiB, and zero-skipping works per block.
+    /// AVML's block size: records are cut and zero-skipped per 16 MiB block.
     public static let blockSize = 16 << 20
-    /// LiME's streaming piece: small enough to stay in cache between read and write.
-    static let streamPiece = 1 << 20
+    /// Default for all buffers of a run: a capture must not crowd the host it examines.
+    public static let defaultMemoryBudget = 256 << 20
+    /// The default thread count: the CPUs this process may use, at most 8
+    /// (compression beyond that outruns any disk or network).
+    public static var defaultThreads: Int { min(availableProcessors(), 8) }
+    /// What workers read and hand on at a time: small enough to stay in cache.
+    static let piece = 1 << 20
+    /// A compressed slot: header, the largest framed stream of a block, trailer.
+    static let compressedSlotBytes = RecordHeader.size + SnappyFraming.maxFramedLength(blockSize) + 8
+    /// A LiME slot: room for a record header, then one piece.
+    static let limeHeaderRoom = 64
 
     public var compressed: Bool
     public var threads: Int
+    public var memoryBudget: Int
+    /// Whether to compute the SHA-256 of the output (captures do, conversions need not).
+    public var hashing: Bool
     public var skipZeroBlocks: Bool
+    /// Test seams: a stall after a claim, a thread starter that fails.
+    var seams = PipelineSeams()
 
-    public init(compressed: Bool, threads: Int, skipZeroBlocks: Bool = true) {
+    public init(
+        compressed: Bool, threads: Int, memoryBudget: Int = RecordPipeline.defaultMemoryBudget, hashing: Bool = false,
+        skipZeroBlocks: Bool = true
+    ) {
         self.compressed = compressed
         self.threads = max(1, threads)
+        self.memoryBudget = memoryBudget
+        self.hashing = hashing
         self.skipZeroBlocks = skipZeroBlocks
+    }
+
+    /// The smallest budget a run can have: one worker and the slots it needs.
+    public static func minimumBudget(compressed: Bool) -> Int {
+        RecordPipeline(compressed: compressed, threads: 1, memoryBudget: 0).layout(readsInOrder: true).totalBytes
+    }
+
+    /// Workers and slots for this run: as many of the requested threads as the
+    /// budget holds (at least one), and for compressed output up to four extra
+    /// slots, which let the writer hold incompressible runs back for joining.
+    public func layout(readsInOrder: Bool) -> PipelineLayout {
+        if compressed {
+            let slot = Self.compressedSlotBytes
+            let input = readsInOrder ? Self.blockSize : Self.piece
+            var workers = threads
+            while workers > 1 && workers * input + (workers + 2) * slot > memoryBudget { workers -= 1 }
+            let spare = memoryBudget - workers * input - (workers + 2) * slot
+            let extra = max(0, min(4, spare / slot))
+            return PipelineLayout(workers: workers, slots: workers + 2 + extra, slotBytes: slot, workerBytes: input)
+        }
+        let slot = Self.limeHeaderRoom + Self.piece
+        var workers = threads
+        while workers > 1 && (2 * workers + 4) * slot > memoryBudget { workers -= 1 }
+        return PipelineLayout(workers: workers, slots: 2 * workers + 4, slotBytes: slot, workerBytes: 0)
     }
 
     /// Runs `producer` to its end, writing records to `sink`.
     ///
     /// - Parameters:
     ///   - producer: the blocks, in output order.
-    ///   - sink: where records go.
-    ///   - progress: called on the writer thread with the memory bytes handled so far.
-    /// - Returns: counts of what was written and skipped.
-    /// - Throws: the producer's error, else the sink's; on either, no further record is written.
+    ///   - sink: where records go; written only on this thread. It is neither
+    ///     finished nor aborted here: that is the caller's lifecycle.
+    ///   - progress: called on this thread with the memory bytes handled so far.
+    /// - Returns: counts, hash, unreadable pages, and where the time went.
+    /// - Throws: `PipelineFailure` naming the side that failed; once anything
+    ///   fails, no further byte is written.
     public func run<Producer: BlockProducer>(
-        _ producer: inout Producer,
-        to sink: ImageSink,
-        progress: (@Sendable (UInt64) -> Void)? = nil
-    ) throws -> PipelineStatistics {
-        guard compressed else { return try streamLiME(&producer, to: sink, progress: progress) }
-        let skipZeroBlocks = skipZeroBlocks
-        let claims = BlockClaims(producer)
-        let outputs = (0...threads).map { _ in OutputSlot() }
-        let jobs = (0...threads + 1).map { _ in Job() }
-        let state = RunState(sink: sink)
-        // Dedicated threads, not Dispatch's pool: they block on semaphores by
-        // design, which starves a pool sized to the CPUs.
-        let writer = startThread { state.writeAll(jobs: jobs, progress: progress) }
-        let workers = (0..<threads).map { _ in
-            startThread {
-                compressBlocks(claims: claims, jobs: jobs, outputs: outputs, state: state, skipZeroBlocks: skipZeroBlocks)
-            }
-        }
-        for thread in workers + [writer] { pthread_join(thread, nil) }
-        let (final, producerError) = claims.finish()
-        producer = final
-        if let producerError { throw producerError }
-        if let error = state.writerError { throw error }
-        return state.statistics
+        _ producer: consuming Producer, to sink: ImageSink, progress: ((UInt64) -> Void)? = nil
+    ) throws(PipelineFailure) -> PipelineResult {
+        let reading = producer.reading
+        // The run owns the producer from here (`consuming`), and uses it only under
+        // the claim lock: no caller can reach it while worker threads do.
+        nonisolated(unsafe) let owned = producer
+        var readsInOrder = false
+        if case .inOrder = reading { readsInOrder = true }
+        let layout = layout(readsInOrder: readsInOrder)
+        let stages = PipelineStages(
+            layout: layout, compressed: compressed, skipZeroBlocks: skipZeroBlocks, reading: reading, seams: seams,
+            claims: Claims(owned, unitSize: compressed ? nil : Self.piece))
+        return try stages.run(sink: sink, hashing: hashing, progress: progress)
     }
 }
 
-// Semaphores here start at 0 and are signalled once when "free" should start
-// free: libdispatch traps when a semaphore is released below its initial value,
-// as a free-semaphore is when the run ends while it is taken.
-
-/// A worker: claims the next block, reads it into its own 16 MiB input, waits
-/// for the block's job and output slots, compresses, and hands the record to the writer.
-private func compressBlocks<Producer: BlockProducer>(
-    claims: BlockClaims<Producer>, jobs: [Job], outputs: [OutputSlot], state: RunState, skipZeroBlocks: Bool
-) {
-    let input = UnsafeMutableRawBufferPointer.allocate(byteCount: RecordPipeline.blockSize, alignment: 4096)
-    defer { input.deallocate() }
-    while let (index, block) = claims.next(into: input, stop: state.failed.load(ordering: .acquiring)) {
-        let job = jobs[index % jobs.count]
-        job.free.wait()
-        job.block = block
-        guard let block else {
-            job.ready.signal()  // the end of the run: the writer stops here
-            return
-        }
-        let output = outputs[index % outputs.count]
-        output.free.wait()
-        job.output = output
-        job.encode(UnsafeRawBufferPointer(rebasing: input[..<block.count]), skipZeroBlocks: skipZeroBlocks)
-        job.ready.signal()
-    }
+/// Where tests reach into a run.
+struct PipelineSeams: Sendable {
+    /// Called by a worker right after it claimed unit `index`, before it reads.
+    var afterClaim: (@Sendable (_ index: Int) -> Void)?
+    /// Starts a thread; tests make it fail.
+    var startThread: @Sendable (@escaping @Sendable () -> Void) -> Result<pthread_t, ThreadStartError> = startThread(_:)
 }
 
-/// Hands out blocks in order, one reader at a time: each worker reads the block
-/// it claims, so reads stay sequential while other workers compress.
-private final class BlockClaims<Producer: BlockProducer>: @unchecked Sendable {
-    // Guarded by `lock` (a semaphore of one: the producer is not Sendable, so no Mutex).
-    private let lock = DispatchSemaphore(value: 1)
-    private var producer: Producer
-    private var nextIndex = 0
-    private var ended = false
-    private var error: Error?
-
-    init(_ producer: Producer) {
-        self.producer = producer
-    }
-
-    /// Claims the next block and reads it into `input`.
-    /// - Returns: its index and the block, a nil block for the end of the run, or nil once the end was claimed.
-    func next(into input: UnsafeMutableRawBufferPointer, stop: Bool) -> (Int, ProducedBlock?)? {
-        lock.wait()
-        defer { lock.signal() }
-        guard !ended else { return nil }
-        let index = nextIndex
-        nextIndex += 1
-        do {
-            if !stop {
-                try Interruption.check()
-                if let block = try producer.nextBlock() {
-                    try producer.read(into: UnsafeMutableRawBufferPointer(rebasing: input[..<block.count]), at: 0)
-                    return (index, block)
-                }
-            }
-        } catch {
-            self.error = error
-        }
-        ended = true
-        return (index, nil)
-    }
-
-    /// The producer as the run left it, and the error that ended the run early, if any.
-    func finish() -> (Producer, Error?) {
-        lock.wait()
-        defer { lock.signal() }
-        return (producer, error)
-    }
+/// `pthread_create` failed.
+struct ThreadStartError: Error {
+    var errno: Int32
 }
 
-/// Runs `body` on a new thread; the caller joins it.
-private func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+/// Runs `body` on a new thread, which the caller joins.
+func startThread(_ body: @escaping @Sendable () -> Void) -> Result<pthread_t, ThreadStartError> {
     final class Body {
         let run: @Sendable () -> Void
         init(_ run: @escaping @Sendable () -> Void) { self.run = run }
     }
     var thread = pthread_t()
-    let context = Unmanaged.passRetained(Body(body)).toOpaque()
+    let context = Unmanaged.passRetained(Body(body))
     let created = pthread_create(
         &thread, nil,
         { context in
             if let context { Unmanaged<Body>.fromOpaque(context).takeRetainedValue().run() }
             return nil
-        }, context)
-    // Running out of threads is not something a capture can recover from.
-    precondition(created == 0, "cannot start a pipeline thread: error \(created)")
-    return thread
+        }, context.toOpaque())
+    guard created == 0 else {
+        context.release()
+        return .failure(ThreadStartError(errno: created))
+    }
+    return .success(thread)
 }
 
-/// A record's buffer: header, framed stream and trailer, and the encoder that fills it.
-private final class OutputSlot: @unchecked Sendable {
-    let buffer = UnsafeMutableRawBufferPointer.allocate(
-        byteCount: RecordHeader.size + SnappyFraming.maxFramedLength(RecordPipeline.blockSize) + 8, alignment: 4096)
-    let encoder = SnappyFrameEncoder()
-    let free = DispatchSemaphore(value: 0)
-
-    init() {
-        free.signal()
-    }
-
-    deinit {
-        buffer.deallocate()
-    }
-}
-
-/// One block on its way to the sink: its record in an output slot, handed on
-/// by `free` and `ready`.
-private final class Job: @unchecked Sendable {
-    let free = DispatchSemaphore(value: 0)
-    let ready = DispatchSemaphore(value: 0)
-    /// The block held, nil for the end of the run.
-    var block: ProducedBlock?
-    var output: OutputSlot?
-    /// Bytes of the output to write; 0 when the block was all zeros.
-    var outputCount = 0
-
-    init() {
-        free.signal()
-    }
-
-    /// Builds the record: header, framed stream, trailer.
-    func encode(_ data: UnsafeRawBufferPointer, skipZeroBlocks: Bool) {
-        guard let block, let output else { return }
-        if skipZeroBlocks && isAllZero(data) {
-            outputCount = 0
-            return
-        }
-        RecordHeader(compressed: true, start: block.start, end: block.start + UInt64(block.count) - 1).encode(into: output.buffer)
-        let framed = output.encoder.encode(
-            data, into: UnsafeMutableRawBufferPointer(rebasing: output.buffer[RecordHeader.size...]))
-        output.buffer.storeBytes(of: UInt64(framed).littleEndian, toByteOffset: RecordHeader.size + framed, as: UInt64.self)
-        outputCount = RecordHeader.size + framed + 8
-    }
-}
-
-/// The writer's side of a run. The sink is used only on the writer thread.
-private final class RunState: @unchecked Sendable {
-    let sink: ImageSink
-    let failed = Atomic<Bool>(false)
-    // Written by the writer thread, read after it is joined.
-    var writerError: Error?
-    var statistics = PipelineStatistics()
-
-    init(sink: ImageSink) {
-        self.sink = sink
-    }
-
-    func writeAll(jobs: [Job], progress: (@Sendable (UInt64) -> Void)?) {
-        var index = 0
-        var handled: UInt64 = 0
-        while true {
-            let job = jobs[index % jobs.count]
-            job.ready.wait()
-            guard let block = job.block else { break }
-            if writerError == nil {
-                do {
-                    try write(job, block: block)
-                } catch {
-                    writerError = error
-                    failed.store(true, ordering: .releasing)
-                }
-                handled += UInt64(block.count)
-                progress?(handled)
-            }
-            if let output = job.output {
-                job.output = nil
-                output.free.signal()
-            }
-            job.free.signal()
-            index += 1
-        }
-    }
-
-    private func write(_ job: Job, block: ProducedBlock) throws {
-        guard job.outputCount > 0 else {
-            statistics.zeroBlocksSkipped += 1
-            statistics.zeroBytesSkipped += UInt64(block.count)
-            return
-        }
-        guard let output = job.output else { return }
-        try sink.write(UnsafeRawBufferPointer(rebasing: output.buffer[..<job.outputCount]))
-        statistics.bytesWritten += UInt64(job.outputCount)
-        statistics.records += 1
-        statistics.memoryBytes += UInt64(block.count)
-    }
-}
-
-extension RecordPipeline {
-    /// LiME: each block read in 1 MiB pieces and each piece written while still in
-    /// cache (16 MiB round trips made the kernel's copies about 2.7 times slower
-    /// here). Leading all-zero pieces are only counted; once a non-zero byte shows
-    /// the block is kept, they are written from a zero buffer.
-    func streamLiME<Producer: BlockProducer>(
-        _ producer: inout Producer, to sink: ImageSink, progress: (@Sendable (UInt64) -> Void)?
-    ) throws -> PipelineStatistics {
-        let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.streamPiece, alignment: 4096)
-        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.streamPiece, alignment: 4096)
-        defer {
-            piece.deallocate()
-            zeros.deallocate()
-        }
-        zeros.initializeMemory(as: UInt8.self, repeating: 0)
-        var statistics = PipelineStatistics()
-        var handled: UInt64 = 0
-        func emit(_ bytes: UnsafeRawBufferPointer) throws {
-            try sink.write(bytes)
-            statistics.bytesWritten += UInt64(bytes.count)
-        }
-        while let block = try producer.nextBlock() {
-            let header = RecordHeader(compressed: false, start: block.start, end: block.start + UInt64(block.count) - 1).bytes
-            var kept = !skipZeroBlocks
-            if kept { try header.withUnsafeBytes(emit) }
-            var offset = 0
-            while offset < block.count {
-                try Interruption.check()
-                let chunk = UnsafeMutableRawBufferPointer(rebasing: piece[..<min(Self.streamPiece, block.count - offset)])
-                try producer.read(into: chunk, at: offset)
-                if !kept && !isAllZero(UnsafeRawBufferPointer(chunk)) {
-                    kept = true
-                    try header.withUnsafeBytes(emit)
-                    var leadingZeros = offset
-                    while leadingZeros > 0 {
-                        let count = min(leadingZeros, zeros.count)
-                        try emit(UnsafeRawBufferPointer(rebasing: zeros[..<count]))
-                        leadingZeros -= count
-                    }
-                }
-                if kept { try emit(UnsafeRawBufferPointer(chunk)) }
-                offset += chunk.count
-            }
-            if kept {
-                statistics.records += 1
-                statistics.memoryBytes += UInt64(block.count)
-            } else {
-                statistics.zeroBlocksSkipped += 1
-                statistics.zeroBytesSkipped += UInt64(block.count)
-            }
-            handled += UInt64(block.count)
-            progress?(handled)
-        }
-        return statistics
-    }
+/// Seconds on the monotonic clock, for timings and rates.
+public func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }

@@ -92,6 +92,26 @@ public enum IOMem {
     }
 }
 
+extension IOMem {
+    /// The parts of `ranges` outside `removed`; both sorted and disjoint.
+    public static func subtract(_ ranges: [Range<UInt64>], _ removed: [Range<UInt64>]) -> [Range<UInt64>] {
+        var result: [Range<UInt64>] = []
+        var index = 0
+        for range in ranges {
+            var start = range.lowerBound
+            while index < removed.count && removed[index].upperBound <= start { index += 1 }
+            var probe = index
+            while probe < removed.count && removed[probe].lowerBound < range.upperBound {
+                if removed[probe].lowerBound > start { result.append(start..<removed[probe].lowerBound) }
+                start = max(start, removed[probe].upperBound)
+                probe += 1
+            }
+            if start < range.upperBound { result.append(start..<range.upperBound) }
+        }
+        return result
+    }
+}
+
 /// Reads a whole text file that may report no size (/proc files), in 64 KiB steps,
 /// up to 64 MiB: no legitimate iomem, manifest or /proc file is larger.
 public func readTextFile(path: String) throws(SourceError) -> String {

@@ -153,7 +153,7 @@ public enum KCore {
 }
 
 /// Physical memory read through /proc/kcore's segments.
-public final class KCoreReader: MemoryReader {
+public final class KCoreReader: MemoryReader, Sendable {
     private let file: PositionalFile
     public let mappings: [KCoreMapping]
     public var path: String { file.path }

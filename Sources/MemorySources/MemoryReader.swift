@@ -1,13 +1,15 @@
 import Glibc
 import ImageFormats
+import Synchronization
 import SystemPackage
 
 /// Reads physical memory by address.
 ///
 /// Implementations translate an address to where the source keeps it (a file
 /// offset, a kcore segment) and honour the source's read rules (page-sized
-/// reads for /dev/crash).
-public protocol MemoryReader: AnyObject {
+/// reads for /dev/crash). Readers are immutable and read with `pread`, so the
+/// pipeline's workers read different blocks from one reader at the same time.
+public protocol MemoryReader: AnyObject, Sendable {
     /// The path read from, for messages and the manifest.
     var path: String { get }
 
@@ -16,22 +18,51 @@ public protocol MemoryReader: AnyObject {
     func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError)
 }
 
-/// A file or device read with `pread`, one call per request.
-final class PositionalFile {
+/// A file or device read with `pread`, one call per request, from any number of threads.
+///
+/// Each concurrent read takes a descriptor of its own: /proc/kcore (before
+/// Linux 6.5) copies memory through a one-page bounce buffer that belongs to the
+/// open file, so two threads reading through one descriptor get each other's
+/// pages. Extra descriptors reopen the same open file through /proc/self/fd
+/// (never the path again, which could now name something else).
+final class PositionalFile: Sendable {
     let path: String
-    let descriptor: FileDescriptor
+    private let primary: FileDescriptor
+    /// Descriptors not in use right now, and every one opened (closed at the end).
+    private let pool: Mutex<(idle: [FileDescriptor], all: [FileDescriptor])>
 
     init(path: String) throws(SourceError) {
         self.path = path
         do {
-            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+            primary = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
         } catch {
             throw SourceError(.open(error as? Errno ?? .ioError), path: path)
         }
+        pool = Mutex(([primary], [primary]))
     }
 
     deinit {
-        try? descriptor.close()
+        for descriptor in pool.withLock({ $0.all }) { try? descriptor.close() }
+    }
+
+    /// Runs `body` with a descriptor no other thread uses meanwhile.
+    private func withDescriptor<T>(_ body: (FileDescriptor) throws(SourceError) -> T) throws(SourceError) -> T {
+        var descriptor = pool.withLock { $0.idle.popLast() }
+        if descriptor == nil,
+            let reopened = try? FileDescriptor.open(
+                FilePath("/proc/self/fd/\(primary.rawValue)"), .readOnly, options: [.closeOnExec])
+        {
+            pool.withLock { $0.all.append(reopened) }
+            descriptor = reopened
+        }
+        // No descriptor left to open (EMFILE): wait for one to come back.
+        while descriptor == nil {
+            usleep(100)
+            descriptor = pool.withLock { $0.idle.popLast() }
+        }
+        guard let descriptor else { preconditionFailure("the loop above ends with a descriptor") }
+        defer { pool.withLock { $0.idle.append(descriptor) } }
+        return try body(descriptor)
     }
 
     /// Reads all of `buffer` at file `offset`; `address` names the memory in errors.
@@ -54,25 +85,27 @@ final class PositionalFile {
     private func readAvailable(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, address: UInt64) throws(SourceError)
         -> Int
     {
-        do {
-            return try descriptor.readFully(into: buffer, atOffset: offset)
-        } catch {
-            throw SourceError(
-                .read(error.errno, address: address + UInt64(error.done), count: buffer.count - error.done), path: path)
+        try withDescriptor { (descriptor) throws(SourceError) in
+            do throws(PositionalReadError) {
+                return try descriptor.readFully(into: buffer, atOffset: offset)
+            } catch {
+                throw SourceError(
+                    .read(error.errno, address: address + UInt64(error.done), count: buffer.count - error.done), path: path)
+            }
         }
     }
 
     /// The size of a regular file (0 for devices and /proc files, which report none).
     func size() -> UInt64 {
         var info = stat()
-        guard fstat(descriptor.rawValue, &info) == 0 else { return 0 }
+        guard fstat(primary.rawValue, &info) == 0 else { return 0 }
         return UInt64(max(0, info.st_size))
     }
 }
 
 /// Memory where file offset equals physical address: /dev/mem, or a raw
 /// memory file such as a hypervisor snapshot.
-public final class LinearMemoryReader: MemoryReader {
+public final class LinearMemoryReader: MemoryReader, Sendable {
     private let file: PositionalFile
     public var path: String { file.path }
 
@@ -90,7 +123,7 @@ public final class LinearMemoryReader: MemoryReader {
 
 /// /dev/crash, the crash utility's driver: reads must stay within one page
 /// (the driver answers EINVAL otherwise), so every read is split at page boundaries.
-public final class CrashReader: MemoryReader {
+public final class CrashReader: MemoryReader, Sendable {
     private let file: PositionalFile
     public var path: String { file.path }
 

@@ -70,34 +70,3 @@ public enum FileUpload {
         return receipt
     }
 }
-
-/// Acquisition straight to the network, with no local file: the source is probed
-/// once (kcore, crash, mem) or given with `--source`, since a stream cannot be
-/// taken back to try another.
-public enum ImageStreaming {
-    /// Captures memory into an Azure Block Blob (`avml stream blob`).
-    ///
-    /// The blob's block size is planned from the memory to capture plus 100 MiB.
-    /// - Returns: what was captured and what was committed.
-    /// - Throws: the first failed block's `UploadError` (nothing is committed), or the capture's error.
-    public static func toBlob(
-        _ acquisition: Acquisition, sasURL: String, blockSizeMiB: UInt64? = nil, concurrency: Int? = nil,
-        settings: TransferSettings, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil
-    ) throws -> (AcquisitionResult, UploadReceipt) {
-        let memory = try acquisition.plannedRanges().reduce(UInt64(0)) { $0 + UInt64($1.count) }
-        let sink = try AzureBlockBlobSink(
-            sasURL: sasURL, estimatedSize: BlockPlan.streamEstimate(memoryBytes: memory), blockSizeMiB: blockSizeMiB,
-            concurrency: concurrency, settings: settings)
-        let result: AcquisitionResult
-        do {
-            result = try acquisition.run(to: sink, progress: progress)
-        } catch {
-            let failure = sink.failure
-            sink.abort()
-            throw failure ?? error
-        }
-        try sink.finish()
-        guard let receipt = sink.receipt else { throw UploadError.cancelled }
-        return (result, receipt)
-    }
-}

@@ -1,6 +1,7 @@
 import AVMLCommands
 import ArgumentParser
 import ImageFormats
+import ImagePipeline
 import NetworkSinks
 
 /// Azure Block Blob options, with AVML's names.
@@ -142,20 +143,17 @@ extension AVML {
         var sasUrl: String
 
         func run() throws {
-            let target = Redaction.redactedURL(sasUrl)
-            var receipt: UploadReceipt?
-            _ = runCapture(
-                "stream", image: target, compressed: capture.compress, manifest: capture.manifestPath(forImage: "-"),
-                quiet: capture.pipeline.quiet
-            ) { progress in
-                let settings = TransferSettings.fromProcessEnvironment(onRetry: { warn($0) })
-                let (result, sent) = try ImageStreaming.toBlob(
-                    capture.acquisition(destination: target), sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize,
-                    concurrency: blob.sasBlockConcurrency, settings: settings, progress: progress)
-                receipt = sent
-                return result
+            let settings = TransferSettings.fromProcessEnvironment(onRetry: { warn($0) })
+            var sink: AzureBlockBlobSink?
+            let destination = MemoryCapture.Destination.stream(name: Redaction.redactedURL(sasUrl)) { plan in
+                let opened = try AzureBlockBlobSink(
+                    sasURL: sasUrl, estimatedSize: BlockPlan.streamEstimate(memoryBytes: plan.memoryBytes),
+                    blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency, settings: settings)
+                sink = opened
+                return opened
             }
-            if let receipt, !capture.pipeline.quiet {
+            _ = runCapture("stream", capture.memoryCapture(to: destination, manifestFor: "-"), quiet: capture.pipeline.quiet)
+            if let receipt = sink?.receipt, !capture.pipeline.quiet {
                 FileHandleStandardError.write(
                     "avml: streamed \(receipt.bytes) bytes to \(receipt.url) as \(receipt.blocks ?? 0) blocks\n")
             }

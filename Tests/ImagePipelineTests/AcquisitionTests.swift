@@ -28,17 +28,22 @@ struct AcquisitionTests {
     static let memory = ImagePipelineTests.memory(0x40_0000, seed: 21)
     static let ram: [Range<UInt64>] = [0x1000..<0x9f000, 0x10_0000..<0x30_0000]
 
-    func acquisition(crash: String?, kcore: String?, mem: String?, destination: String = "image.lime") -> Acquisition {
-        let iomem = directory.write(
-            "iomem",
-            Array(
-                "00000000-00000fff : Reserved\n00001000-0009efff : System RAM\n000a0000-000fffff : PCI Bus\n00100000-002fffff : System RAM\n  00200000-0020ffff : Kernel code\n"
-                    .utf8))
-        var acquisition = Acquisition(destination: directory[destination], compressed: false, iomemPath: iomem, threads: 2)
-        acquisition.devicePaths = [
+    static let iomem =
+        "00000000-00000fff : Reserved\n00001000-0009efff : System RAM\n000a0000-000fffff : PCI Bus\n00100000-002fffff : System RAM\n  00200000-0020ffff : Kernel code\n"
+
+    /// A capture of the test's System RAM from the given device files (nil: missing), planned from /proc/iomem's stand-in.
+    func acquisition(
+        crash: String?, kcore: String?, mem: String?, destination: MemoryCapture.Destination? = nil
+    ) -> MemoryCapture {
+        let iomem = directory.write("iomem", Array(Self.iomem.utf8))
+        var capture = MemoryCapture(
+            destination: destination ?? .file(directory["image.lime"]), compressed: false, threads: 2,
+            manifestPath: directory["image.lime.json"])
+        capture.liveIOMemPath = iomem
+        capture.devicePaths = [
             .crash: crash ?? directory["no-crash"], .kcore: kcore ?? directory["no-kcore"], .mem: mem ?? directory["no-mem"],
         ]
-        return acquisition
+        return capture
     }
 
     /// The LiME image of System RAM, built independently of the pipeline.
@@ -58,7 +63,7 @@ struct AcquisitionTests {
         let result = try acquisition(crash: nil, kcore: kcore, mem: mem).run()
         #expect(result.source == .device(.kcore))
         #expect(result.earlierFailures.count == 1 && result.earlierFailures[0].hasPrefix("/dev/crash"))
-        #expect(result.plannedRanges == Self.ram && result.capturedRanges == Self.ram)
+        #expect(result.plan.ranges == Self.ram && result.capturedRanges == Self.ram)
         #expect(same(directory.read("image.lime"), expectedLiME()))
     }
 
@@ -89,38 +94,105 @@ struct AcquisitionTests {
     }
 
     @Test func whenEverySourceFailsEachErrorIsKeptInOrder() throws {
-        do {
-            _ = try acquisition(crash: nil, kcore: nil, mem: nil).run()
-            Issue.record("must fail")
-        } catch let error as AllSourcesFailed {
-            #expect(error.failures.map(\.source) == [.device(.crash), .device(.kcore), .device(.mem)])
-            #expect(error.description.contains("no-crash") && error.description.contains("no-mem"))
-        }
+        let error = captureError { _ = try acquisition(crash: nil, kcore: nil, mem: nil).run() }
+        let all = try #require(error?.cause as? AllSourcesFailed)
+        #expect(error?.side == "source")
+        #expect(all.failures.map(\.source) == [.device(.crash), .device(.kcore), .device(.mem)])
+        #expect(all.description.contains("no-crash") && all.description.contains("no-mem"))
         #expect(!directory.exists("image.lime"))
+        // The manifest records the failure, each source's error included.
+        let manifest = try Manifest.read(from: directory["image.lime.json"])
+        #expect(manifest.exitStatus == 1 && manifest.sourceFailures.count == 3 && manifest.sha256 == nil)
     }
 
     @Test func streamsProbeKCoreFirstAndNeverRestart() throws {
         let crash = directory.write("crash", Self.memory)
         let kcore = directory.write("kcore", kcoreImage(Self.ram, memory: Self.memory))
         let sink = MemorySink()
-        let result = try acquisition(crash: crash, kcore: kcore, mem: nil).run(to: sink)
+        let result = try acquisition(crash: crash, kcore: kcore, mem: nil, destination: .stream(name: "test") { _ in sink }).run()
         #expect(result.source == .device(.kcore))
         #expect(same(sink.bytes, expectedLiME()))
+        #expect(sink.finished && !sink.aborted)
+    }
+
+    @Test func aStreamThatFailsIsAbortedAndBlamedOnTheDestination() throws {
+        let kcore = directory.write("kcore", kcoreImage(Self.ram, memory: Self.memory))
+        let sink = MemorySink()
+        sink.failAfter = 0x10_0000
+        let error = captureError {
+            _ = try acquisition(crash: nil, kcore: kcore, mem: nil, destination: .stream(name: "test") { _ in sink }).run()
+        }
+        #expect(error?.side == "destination" && error?.cause is OutputError)
+        #expect(sink.aborted && !sink.finished)
     }
 
     @Test func diskUsageIsCheckedBeforeAnythingIsWritten() {
         var limited = acquisition(crash: directory.write("crash", Self.memory), kcore: nil, mem: nil)
         limited.diskUsage = DiskUsageLimit(maxMiB: 1)
-        #expect(throws: SourceError.self) { _ = try limited.run() }
+        let error = captureError { _ = try limited.run() }
+        #expect(error?.side == "refused" && error?.cause is SourceError)
+        #expect(!directory.exists("image.lime"))
+    }
+
+    @Test func aSavedMapIsCutDownToTheLiveSystemRAM() throws {
+        // The device ends at 3 MiB: a read of the saved map's 3-4 MiB would fail the capture.
+        let crash = directory.write("crash", Array(Self.memory.prefix(0x30_0000)))
+        // The saved map calls the PCI hole (0xa0000-0xfffff) and 0x300000-0x3fffff RAM; the live map does not.
+        let saved = directory.write(
+            "saved-iomem",
+            Array("00001000-0009efff : System RAM\n000a0000-000fffff : System RAM\n00100000-003fffff : System RAM\n".utf8))
+        var capture = acquisition(crash: crash, kcore: nil, mem: nil)
+        capture.iomemPath = saved
+        var warnings: [String] = []
+        let result = try capture.run(warn: { warnings.append($0) })
+        #expect(result.plan.ranges == Self.ram)
+        #expect(result.plan.dropped == [0xa_0000..<0x10_0000, 0x30_0000..<0x40_0000])
+        #expect(warnings.contains { $0.contains("2 ranges") && $0.contains("not System RAM on this host") })
+        #expect(same(directory.read("image.lime"), expectedLiME()))
+        let manifest = try Manifest.read(from: directory["image.lime.json"])
+        #expect(manifest.ranges.dropped == [.init(0xa_0000..<0x10_0000), .init(0x30_0000..<0x40_0000)])
+    }
+
+    @Test func aManifestThatNamesTheImageIsRefusedBeforeAnythingHappens() throws {
+        let crash = directory.write("crash", Self.memory)
+        directory.write("old.lime", [1, 2, 3])
+        link(directory["old.lime"], directory["other-name.lime"])
+        for (image, manifest) in [
+            ("image.lime", "image.lime"),  // the same path
+            ("image.lime", "./image.lime"),  // another spelling
+            ("image.lime", "sub/../image.lime"),  // through a directory
+            ("old.lime", "other-name.lime"),  // a hard link
+        ] {
+            mkdir(directory["sub"], 0o700)
+            var capture = acquisition(crash: crash, kcore: nil, mem: nil, destination: .file(directory[image]))
+            capture.manifestPath = manifest.hasPrefix("./") ? directory.path + "/" + manifest : directory[manifest]
+            let error = captureError { _ = try capture.run() }
+            #expect(error?.side == "refused" && error?.cause is EvidenceRefusal, "\(image) / \(manifest)")
+        }
+        #expect(!directory.exists("image.lime"))
+        #expect(directory.read("old.lime") == [1, 2, 3])
+    }
+
+    @Test func aManifestPathHoldingAnImageIsNeverTruncated() throws {
+        let crash = directory.write("crash", Self.memory)
+        let evidence = expectedLiME()
+        directory.write("evidence.lime", evidence)
+        var capture = acquisition(crash: crash, kcore: nil, mem: nil)
+        capture.manifestPath = directory["evidence.lime"]
+        let error = captureError { _ = try capture.run() }
+        #expect(error?.side == "refused")
+        #expect(same(directory.read("evidence.lime"), evidence))
         #expect(!directory.exists("image.lime"))
     }
 
     @Test func aRawFileSourceCoversTheWholeFileWithoutIOMem() throws {
         let raw = directory.write("snapshot.raw", Array(Self.memory.prefix(0x10_0000)))
-        var acquisition = Acquisition(destination: directory["out.avml"], compressed: true, source: .rawFile(raw), threads: 2)
+        var acquisition = MemoryCapture(
+            destination: .file(directory["out.avml"]), compressed: true, source: .rawFile(raw), threads: 2,
+            manifestPath: directory["out.avml.json"])
         acquisition.devicePaths = [:]
         let result = try acquisition.run()
-        #expect(result.plannedRanges == [0..<0x10_0000])
+        #expect(result.plan.ranges == [0..<0x10_0000])
         _ = try Conversion(
             source: directory["out.avml"], sourceFormat: .limeCompressed, destination: directory["out.raw"], format: .raw,
             threads: 1

@@ -1,5 +1,6 @@
 import Glibc
 import ImageFormats
+import Synchronization
 import TestSupport
 import Testing
 
@@ -85,23 +86,104 @@ struct ConversionTests {
     }
 
     @Test(arguments: ImageFormat.allCases)
-    func sameFormatNeedsNoConversion(format: ImageFormat) {
-        directory.write("x", [1])
-        #expect(throws: ConvertError.noConversionRequired(format)) { try convert("x", format, "y", format) }
+    func sameFormatNeedsNoConversion(format: ImageFormat) throws {
+        let raw = memory(block + 4096, seed: 20)
+        directory.write("x.raw", raw)
+        try convert("x.raw", .raw, "x.lime", .lime)
+        try convert("x.raw", .raw, "x.avml", .limeCompressed)
+        let name = ["x.raw", "x.lime", "x.avml"][ImageFormat.allCases.firstIndex(of: format) ?? 0]
+        let error = captureError { try convert(name, format, "y", format) }
+        #expect(error?.side == "refused" && error?.cause as? ConvertError == .noConversionRequired(format))
         #expect(!directory.exists("y"))
+    }
+
+    /// AVML's own output for `raw`: one record per 16 MiB block, however badly it compresses.
+    func avmlStyleImage(_ raw: [UInt8]) -> [UInt8] { referenceCompressed(raw) }
+
+    @Test func compressedImagesVolatilityCannotOpenAreRecut() throws {
+        let raw = joined([memory(block, seed: 21), noise(block, seed: 22), memory(block / 2, seed: 23)])
+        directory.write("avml.avml", avmlStyleImage(raw))
+        #expect(try ImageSummary.read(path: directory["avml.avml"]).volatilityUnreadable.count == 1)
+        try convert("avml.avml", .limeCompressed, "fixed.avml", .limeCompressed)
+        let fixed = try ImageSummary.read(path: directory["fixed.avml"])
+        #expect(fixed.volatilityUnreadable.isEmpty)
+        #expect(fixed.records.map(\.header.start) == [0, 2 * UInt64(block)])
+        #expect(same(joined(try decodedRecords(directory["fixed.avml"]).map(\.1)), raw))
+        // A repaired image needs no second repair.
+        let error = captureError { try convert("fixed.avml", .limeCompressed, "again.avml", .limeCompressed) }
+        #expect(error?.cause as? ConvertError == .noConversionRequired(.limeCompressed))
+    }
+
+    /// A record far beyond any physical address must not make raw output fill
+    /// petabytes, to a file or a pipe: it is a corrupt image, named with its offset.
+    @Test func aRecordBeyondPhysicalAddressesIsACorruptImage() throws {
+        let far: UInt64 = 1 << 62
+        directory.write(
+            "hostile.lime",
+            joined([
+                RecordHeader(compressed: false, start: 0, end: 0xfff).bytes, [UInt8](repeating: 1, count: 4096),
+                RecordHeader(compressed: false, start: 0, end: 0).bytes.enumerated().map { index, byte in
+                    // start and end = 2^62 (the initialiser refuses such a header, as it should).
+                    (8..<24).contains(index) ? UInt8(truncatingIfNeeded: far >> (8 * UInt64((index - 8) % 8))) : byte
+                },
+                [UInt8](repeating: 2, count: 1),
+            ]))
+        let error = captureError { try convert("hostile.lime", .lime, "out.raw", .raw) }
+        #expect(error?.side == "source")
+        let description = error.map(String.init(describing:)) ?? ""
+        #expect(description.contains("beyond any physical address space") && description.contains("0x1020"))
+        #expect(!directory.exists("out.raw"))
+        // The same to a pipe: an error, and no more than the first record's page before it.
+        let received = try drainFIFO("pipe") { try convert("hostile.lime", .lime, "pipe", .raw) }
+        #expect(received.error?.side == "source" && received.bytes <= 4096)
+        #expect(throws: ImageError.self) { _ = try ImageSummary.read(path: directory["hostile.lime"]) }
+    }
+
+    @Test func aHugeGapToAPipeIsRefusedNotStreamedAsZeros() throws {
+        let far: UInt64 = 1 << 48
+        directory.write(
+            "gap.lime",
+            joined([
+                RecordHeader(compressed: false, start: 0, end: 0xfff).bytes, [UInt8](repeating: 1, count: 4096),
+                RecordHeader(compressed: false, start: far, end: far + 0xfff).bytes, [UInt8](repeating: 2, count: 4096),
+            ]))
+        let received = try drainFIFO("pipe") { try convert("gap.lime", .lime, "pipe", .raw) }
+        #expect(received.error?.side == "destination" && received.bytes <= 4096)
+        #expect(received.error.map(String.init(describing:))?.contains("convert to a file") == true)
+    }
+
+    /// Runs `body`, which writes to the FIFO `name`, while another thread reads it; returns what arrived.
+    func drainFIFO(_ name: String, _ body: () throws -> Void) throws -> (error: CaptureError?, bytes: Int) {
+        mkfifo(directory[name], 0o600)
+        let path = directory[name]
+        let count = Mutex(0)
+        guard
+            case .success(let reader) = startThread({
+                let fd = open(path, O_RDONLY)
+                var buffer = [UInt8](repeating: 0, count: 1 << 16)
+                while true {
+                    let got = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if got <= 0 { break }
+                    count.withLock { $0 += got }
+                }
+                close(fd)
+            })
+        else { throw ThreadStartError(errno: EAGAIN) }
+        var failure: CaptureError?
+        do { try body() } catch let error as CaptureError { failure = error }
+        pthread_join(reader, nil)
+        return (failure, count.withLock { $0 })
     }
 
     @Test func refusesASymlinkDestinationAndLeavesItsTargetAlone() throws {
         directory.write("memory.raw", memory(4096, seed: 7))
         directory.write("precious", Array("keep me".utf8))
         symlink(directory["precious"], directory["out.lime"])
-        do {
-            try convert("memory.raw", .raw, "out.lime", .lime)
-            Issue.record("a symlink destination must be refused")
-        } catch let error as OutputError {
-            #expect(error.errno == .tooManySymbolicLinkLevels)
-            #expect(error.description.contains("symbolic link"))
-        }
+        let error = captureError { try convert("memory.raw", .raw, "out.lime", .lime) }
+        let output = try #require(error?.cause as? OutputError)
+        #expect(error?.side == "destination")
+        #expect(output.errno == .tooManySymbolicLinkLevels)
+        #expect(output.description.contains("symbolic link"))
         #expect(directory.read("precious") == Array("keep me".utf8))
     }
 
@@ -109,7 +191,8 @@ struct ConversionTests {
         directory.write("memory.raw", memory(4096, seed: 8))
         directory.write("precious", Array("keep me".utf8))
         link(directory["precious"], directory["out.lime"])
-        #expect(throws: OutputError.self) { try convert("memory.raw", .raw, "out.lime", .lime) }
+        let error = captureError { try convert("memory.raw", .raw, "out.lime", .lime) }
+        #expect(error?.side == "destination" && error?.cause is OutputError)
         #expect(directory.read("precious") == Array("keep me".utf8))
     }
 
@@ -145,25 +228,33 @@ struct ConversionTests {
         image += withUnsafeBytes(of: UInt64(good.count).littleEndian) { Array($0) }
         image[32 + 30_000] ^= 0x55
         directory.write("bad.avml", image)
-        #expect(throws: ImageError.self) { try convert("bad.avml", .limeCompressed, "out.lime", .lime) }
-        #expect(!directory.exists("out.lime"))
-        #expect(throws: ImageError.self) { try convert("bad.avml", .limeCompressed, "out.raw", .raw) }
-        #expect(!directory.exists("out.raw"))
+        for (name, format) in [("out.lime", ImageFormat.lime), ("out.raw", .raw), ("out.avml", .limeCompressed)] {
+            let error = captureError { try convert("bad.avml", .limeCompressed, name, format) }
+            #expect(error?.side == "source" && error?.cause is ImageError, "\(format)")
+            #expect(!directory.exists(name))
+        }
     }
 
     @Test func refusesToOverwriteTheSource() throws {
         let raw = memory(4096, seed: 10)
         directory.write("memory.raw", raw)
-        #expect(throws: ConvertError.destinationIsSource(directory["memory.raw"])) {
-            try convert("memory.raw", .raw, "memory.raw", .lime)
+        for spelling in ["memory.raw", "./memory.raw"] {
+            let error = captureError {
+                _ = try Conversion(
+                    source: directory["memory.raw"], sourceFormat: .raw,
+                    destination: spelling.hasPrefix("./") ? directory.path + "/" + spelling : directory[spelling],
+                    format: .lime, threads: 1
+                ).run()
+            }
+            #expect(error?.side == "refused" && error?.cause is ConvertError)
         }
         #expect(same(directory.read("memory.raw"), raw))
     }
 
     @Test func emptySourceIsAnError() {
         directory.write("empty", [])
-        #expect(throws: ImageError.self) { try convert("empty", .raw, "out.lime", .lime) }
-        #expect(throws: ImageError.self) { try convert("empty", .lime, "out.raw", .raw) }
+        #expect(captureError { try convert("empty", .raw, "out.lime", .lime) }?.cause is ImageError)
+        #expect(captureError { try convert("empty", .lime, "out.raw", .raw) }?.cause is ImageError)
         #expect(!directory.exists("out.lime") && !directory.exists("out.raw"))
     }
 }

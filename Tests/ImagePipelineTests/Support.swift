@@ -1,6 +1,7 @@
 import Glibc
 import ImageFormats
 import MemorySources
+import Synchronization
 import SystemPackage
 import TestSupport
 import Testing
@@ -48,20 +49,20 @@ func memory(_ count: Int, seed: UInt64) -> [UInt8] {
     }
 }
 
-/// AVML's LiME output for a raw file, built independently of the pipeline:
-/// 16 MiB blocks from offset 0, all-zero blocks left out.
-func referenceLiME(_ raw: [UInt8]) -> [UInt8] {
-    var parts: [[UInt8]] = []
-    var start = 0
-    while start < raw.count {
-        let end = min(raw.count, start + block)
-        let slice = raw.withUnsafeBytes { Array(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
-        if !slice.withUnsafeBytes(isAllZero) {
-            parts += [RecordHeader(compressed: false, start: UInt64(start), end: UInt64(end - 1)).bytes, slice]
-        }
-        start = end
+/// AVML's blocks of a raw file: 16 MiB from offset 0, all-zero blocks left out.
+func avmlBlocks(_ raw: [UInt8]) -> [(start: Int, bytes: [UInt8])] {
+    stride(from: 0, to: raw.count, by: block).compactMap { start in
+        let slice = raw.withUnsafeBytes { Array(UnsafeRawBufferPointer(rebasing: $0[start..<min(raw.count, start + block)])) }
+        return slice.withUnsafeBytes(isAllZero) ? nil : (start, slice)
     }
-    return joined(parts)
+}
+
+/// AVML's LiME output for a raw file, built independently of the pipeline.
+func referenceLiME(_ raw: [UInt8]) -> [UInt8] {
+    joined(
+        avmlBlocks(raw).flatMap { start, bytes in
+            [RecordHeader(compressed: false, start: UInt64(start), end: UInt64(start + bytes.count - 1)).bytes, bytes]
+        })
 }
 
 /// A memory reader over an array that fails with `errno` at chosen pages.
@@ -69,8 +70,11 @@ final class FaultyMemory: MemoryReader {
     let bytes: [UInt8]
     let failing: Set<UInt64>
     let errno: Errno
-    var reads: [(UInt64, Int)] = []
+    private let log = Mutex<[(UInt64, Int)]>([])
     let path = "faulty-memory"
+
+    /// Every read asked for, as (address, count).
+    var reads: [(UInt64, Int)] { log.withLock { $0 } }
 
     init(_ bytes: [UInt8], failingPages: Set<UInt64>, errno: Errno = .ioError) {
         self.bytes = bytes
@@ -79,7 +83,7 @@ final class FaultyMemory: MemoryReader {
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(SourceError) {
-        reads.append((address, buffer.count))
+        log.withLock { $0.append((address, buffer.count)) }
         let first = address / 4096
         let last = (address + UInt64(buffer.count) - 1) / 4096
         if (first...last).contains(where: failing.contains) {
@@ -91,11 +95,16 @@ final class FaultyMemory: MemoryReader {
     }
 }
 
-/// A sink that keeps everything in memory.
+/// A sink that keeps everything in memory, and records how its lifecycle ended.
 final class MemorySink: ImageSink {
     private var parts: [[UInt8]] = []
     private var count = 0
     var failAfter: Int?
+    private(set) var finished = false
+    private(set) var aborted = false
+
+    func finish() throws { finished = true }
+    func abort() throws { aborted = true }
 
     var bytes: [UInt8] { joined(parts) }
 
@@ -110,4 +119,85 @@ final class MemorySink: ImageSink {
             })
         count += data.count
     }
+}
+
+/// The `CaptureError` that `body` throws, or nil (recorded as an issue) when it throws nothing or something else.
+func captureError(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> CaptureError? {
+    do {
+        try body()
+        Issue.record("expected a CaptureError, nothing was thrown", sourceLocation: sourceLocation)
+    } catch let error as CaptureError {
+        return error
+    } catch {
+        Issue.record("expected a CaptureError, got \(error)", sourceLocation: sourceLocation)
+    }
+    return nil
+}
+
+extension CaptureError {
+    /// Which side failed, for assertions.
+    var side: String {
+        switch self {
+        case .refused: return "refused"
+        case .source: return "source"
+        case .destination: return "destination"
+        case .interrupted: return "interrupted"
+        case .resources: return "resources"
+        case .incompleteImageLeft: return "incomplete"
+        case .manifestNotWritten: return "manifest"
+        }
+    }
+
+    /// The error inside.
+    var cause: (any Error)? {
+        switch self {
+        case .refused(let error), .source(let error), .destination(let error): return error
+        case .interrupted(let error): return error
+        case .resources(let failure): return failure
+        case .incompleteImageLeft(let cause, _): return cause
+        case .manifestNotWritten(_, let cause): return cause
+        }
+    }
+}
+
+/// A compressed image walked with our reader: each record's header and decoded memory.
+func decodedRecords(_ path: String) throws -> [(RecordHeader, [UInt8])] {
+    let reader = try ImageReader(path: path)
+    var records: [(RecordHeader, [UInt8])] = []
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    defer { buffer.deallocate() }
+    while let record = try reader.nextRecord() {
+        var parts: [[UInt8]] = []
+        while case let count = try reader.readBody(into: buffer), count > 0 {
+            parts.append(Array(UnsafeRawBufferPointer(rebasing: buffer[..<count])))
+        }
+        records.append((record.header, joined(parts)))
+    }
+    return records
+}
+
+/// Bytes that do not compress (xorshift*), different for each seed.
+func noise(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed | 1
+    var words = [UInt64](repeating: 0, count: (count + 7) / 8)
+    for index in words.indices {
+        state ^= state << 13
+        state ^= state >> 7
+        state ^= state << 17
+        words[index] = state &* 0x2545_F491_4F6C_DD1D
+    }
+    return words.withUnsafeBytes { Array($0.prefix(count)) }
+}
+
+/// AVML's compressed output for a raw file, built independently of the pipeline:
+/// one record per block, each framed whole.
+func referenceCompressed(_ raw: [UInt8]) -> [UInt8] {
+    joined(
+        avmlBlocks(raw).flatMap { start, bytes in
+            let framed = SnappyFraming.encode(bytes)
+            return [
+                RecordHeader(compressed: true, start: UInt64(start), end: UInt64(start + bytes.count - 1)).bytes, framed,
+                withUnsafeBytes(of: UInt64(framed.count).littleEndian) { Array($0) },
+            ]
+        })
 }

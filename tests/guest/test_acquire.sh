@@ -7,6 +7,9 @@
 #   - --source /proc/kcore; streaming to /dev/stdout;
 #   - --source /dev/mem, which STRICT_DEVMEM refuses above 1 MiB: it must fail
 #     with a message that says so, exit 1, and leave no image behind;
+#   - --iomem with a saved map that claims device memory and reserved pages as
+#     System RAM: they are dropped (warning, manifest), never read;
+#   - every compressed record readable by Volatility 3 (an independent walk);
 #   - a basic acquire in a second, 256 MiB guest (the binary must fit its initramfs).
 # Kernel code and rodata must be byte-equal to the truth; every System RAM byte
 # kcore exposes (all but the partial page at the top of the low range) present.
@@ -26,6 +29,8 @@ avml acquire --compress auto.avml
 avml acquire --source /proc/kcore --threads 1 kcore.lime
 avml acquire /dev/stdout > stdout.lime
 avml acquire --source /dev/mem mem.lime
+cp /proc/iomem saved-iomem.txt && echo "fd000000-fdffffff : System RAM" >> saved-iomem.txt && echo "00000000-00000fff : System RAM" >> saved-iomem.txt
+avml acquire --iomem saved-iomem.txt --source /proc/kcore iomem-cut.lime
 ls -l
 STEPS
 AVML_GUEST_SMP=${AVML_GUEST_SMP:-2} "$HERE/run.sh" "$CACHE_DIR" "$AVML" "$OUT" "$steps"
@@ -40,6 +45,22 @@ done
 stderr 5 | grep -q "STRICT_DEVMEM" || fail "the /dev/mem error does not name STRICT_DEVMEM: $(stderr 5)"
 [ ! -e "$OUT/mem.lime" ] || fail "a failed capture left mem.lime behind"
 echo "test_acquire: /dev/mem refused as expected: $(stderr 5 | head -1)"
+
+# A saved map is cut down to the live System RAM: the device range and the
+# reserved first page are named, recorded as dropped, and not in the image.
+[ "$(rc 7)" = 0 ] || fail "acquire --iomem exited $(rc 7): $(stderr 7)"
+stderr 7 | grep -q "2 ranges (the first 0x0-0xfff) of --iomem saved-iomem.txt are not System RAM" \
+    || fail "acquire --iomem did not name the dropped ranges: $(stderr 7)"
+python3 - "$OUT/iomem-cut.lime.json" <<'PY' || fail "the manifest does not record the dropped ranges"
+import json, sys
+dropped = json.load(open(sys.argv[1]))["ranges"]["dropped"]
+assert {"start": "0xfd000000", "end": "0xfdffffff"} in dropped and {"start": "0x0", "end": "0xfff"} in dropped, dropped
+PY
+python3 "$HERE/check_records.py" --iomem "$OUT/iomem.txt" "$OUT/iomem-cut.lime" || fail "iomem-cut.lime holds memory outside System RAM"
+echo "test_acquire: --iomem ranges outside the live System RAM were dropped and named"
+
+# Every compressed record opens in Volatility 3 (an independent walk, cramjam's Snappy).
+python3 "$HERE/check_records.py" --iomem "$OUT/iomem.txt" "$OUT/auto.avml" || fail "auto.avml has a record Volatility cannot open"
 
 # The compressed image must decode; the host runs the same static binary.
 "$AVML" convert "$OUT/auto.avml" "$OUT/auto-from-avml.lime"
@@ -65,4 +86,4 @@ python3 "$HERE/compare.py" --iomem "$small/iomem.txt" --truth "$small/truth" --i
     --require-kernel-equal --min-coverage 0.999 || fail "the 256 MiB guest's image does not match its RAM"
 passed=$((passed + 1))
 echo "test_acquire: the $(stat -c %s "$AVML")-byte binary acquires in a 256 MiB guest too"
-echo "$((passed + 2)) passed, 0 failed"
+echo "$((passed + 4)) passed, 0 failed"

@@ -20,6 +20,7 @@ import os
 import random
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -468,3 +469,29 @@ def google_framed_compress(data: bytes, g: GoogleSnappy) -> bytes:
         else:
             parts.append(uncompressed_chunk(piece))
     return b"".join(parts)
+
+
+# --------------------------------------------------------------------------
+# Volatility 3, in a subprocess with a time limit (its AVML layer can loop forever)
+# --------------------------------------------------------------------------
+
+VOL3_READ = """
+import sys
+from pathlib import Path
+from volatility3.framework import contexts
+from volatility3.framework.layers import avml, physical
+ctx = contexts.Context()
+ctx.config["base.location"] = Path(sys.argv[1]).resolve().as_uri()
+ctx.add_layer(physical.FileLayer(ctx, "base", "base"))
+ctx.config["memory.base_layer"] = "base"
+layer = avml.AVMLLayer(ctx, "memory", "memory")
+raw = Path(sys.argv[2]).read_bytes()
+assert layer.read(int(sys.argv[3], 0), len(raw)) == raw, "vol3 read different bytes"
+print("OK")
+"""
+
+
+def vol3_read(image: Path, raw: Path, base: int = 0, timeout: float = 60) -> subprocess.CompletedProcess:
+    """vol3's AVMLLayer over `image` reads `raw` at `base`; raises TimeoutExpired if vol3 hangs."""
+    return subprocess.run([sys.executable, "-c", VOL3_READ, str(image), str(raw), hex(base)],
+                          capture_output=True, text=True, timeout=timeout)

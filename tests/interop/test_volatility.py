@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -145,22 +143,6 @@ def test_vol3_stackers_detect_formats(small_images):
         assert layer.read(start, len(data)) == data
 
 
-_VOL3_PROBE = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from volatility3.framework import contexts
-    from volatility3.framework.layers import avml, physical
-    ctx = contexts.Context()
-    ctx.config["base.location"] = Path(sys.argv[1]).resolve().as_uri()
-    ctx.add_layer(physical.FileLayer(ctx, "base", "base"))
-    ctx.config["memory.base_layer"] = "base"
-    layer = avml.AVMLLayer(ctx, "memory", "memory")
-    raw = Path(sys.argv[2]).read_bytes()
-    assert layer.read(0, len(raw)) == raw
-    print("OK")
-""")
-
-
 def test_vol3_incompressible_record_is_valid_and_vol3_limitation(tmp_path, google):
     """An incompressible record: our image is valid (every decoder agrees),
     its stream is longer than the record - exactly vol3's hang condition -
@@ -174,8 +156,7 @@ def test_vol3_incompressible_record_is_valid_and_vol3_limitation(tmp_path, googl
     assert google.decode_framed(rec.payload, check_crc=False) == raw
     assert len(rec.payload) > rec.end - rec.start  # vol3's hang condition
     try:
-        proc = subprocess.run([sys.executable, "-c", _VOL3_PROBE, str(dst), str(src)],
-                              capture_output=True, text=True, timeout=3)
+        proc = u.vol3_read(dst, src, timeout=3)
     except subprocess.TimeoutExpired:
         return  # the upstream vol3 hang described in the module docstring
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr

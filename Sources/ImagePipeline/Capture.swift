@@ -1,0 +1,375 @@
+import FoundationEssentials
+import Glibc
+import ImageFormats
+import MemorySources
+
+// How a capture runs (`avml acquire`, `avml stream`), from start to end:
+//
+//   1. refuse   a manifest that names the image itself: nothing may overwrite evidence
+//   2. plan     System RAM from /proc/iomem, or a saved map cut down to the live
+//               System RAM (never device memory), or a raw file's extent
+//   3. check    disk-usage limits, the destination's own limits (`beforeReading`),
+//               the manifest created: all before any memory is read
+//   4. capture  each source in AVML's order (a file restarts between sources; a
+//               stream probes one): blocks → records → sink, hashed as written
+//               (`RecordPipeline`), then the sink finished, or aborted on failure
+//   5. record   the manifest, for a failed capture too
+//
+// Conversions (`Conversion`) share the sink lifecycle (`withSink`) and errors.
+
+/// Why a capture or conversion failed, by what failed: the responder must know
+/// whether to try another source or another destination.
+public indirect enum CaptureError: Error, CustomStringConvertible {
+    /// Refused before any memory was read or any byte written: a bad plan, a
+    /// limit, or a destination that would destroy evidence.
+    case refused(any Error)
+    /// The memory source failed (every source, for acquire), or the image being converted is bad.
+    case source(any Error)
+    /// The destination failed: the file, the pipe, the network.
+    case destination(any Error)
+    case interrupted(Interrupted)
+    /// Not even one pipeline thread could be started.
+    case resources(PipelineFailure)
+    /// The capture failed, and its partial image could not be removed.
+    case incompleteImageLeft(cause: CaptureError, removal: any Error)
+    /// The image is complete, but its manifest could not be written.
+    case manifestNotWritten(image: String, cause: any Error)
+
+    init(_ failure: PipelineFailure) {
+        switch failure {
+        case .source(let error): self = .source(error)
+        case .destination(let error): self = .destination(error)
+        case .interrupted(let error): self = .interrupted(error)
+        case .noThreads: self = .resources(failure)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .refused(let error), .source(let error), .destination(let error): return String(describing: error)
+        case .interrupted(let error): return error.description
+        case .resources(let failure): return failure.description
+        case .incompleteImageLeft(let cause, let removal):
+            return "\(cause)\n(and the incomplete image was left behind: \(removal))"
+        case .manifestNotWritten(let image, let cause):
+            return "the image \(escapedForLog(image)) is complete, but its manifest could not be written: \(cause)"
+        }
+    }
+}
+
+/// The one place an image sink's lifecycle runs: `body` writes, then the sink is
+/// finished; if either fails, it is aborted (the partial file removed, nothing
+/// committed, the connection reset).
+///
+/// - Throws: `body`'s error, `.destination` when finishing fails, or
+///   `.incompleteImageLeft` when even the abort failed.
+public func withSink<T>(_ sink: ImageSink, _ body: (ImageSink) throws(CaptureError) -> T) throws(CaptureError) -> T {
+    do throws(CaptureError) {
+        let result = try body(sink)
+        do {
+            try sink.finish()
+        } catch {
+            throw CaptureError.destination(error)
+        }
+        return result
+    } catch {
+        do {
+            try sink.abort()
+        } catch let removal {
+            throw .incompleteImageLeft(cause: error, removal: removal)
+        }
+        throw error
+    }
+}
+
+/// What a capture reads.
+public struct CapturePlan: Sendable, Equatable {
+    /// System RAM to capture, sorted.
+    public var ranges: [Range<UInt64>]
+    /// Ranges of a saved `--iomem` map that the running kernel does not call System RAM: never read.
+    public var dropped: [Range<UInt64>] = []
+
+    public var memoryBytes: UInt64 { ranges.reduce(0) { $0 + UInt64($1.count) } }
+
+    /// The largest the image can be: every block with its record header, and for
+    /// compressed records the framing of incompressible memory.
+    public func maximumImageSize(compressed: Bool) -> UInt64 {
+        ranges.reduce(0) { total, range in
+            let blocks = (UInt64(range.count) + UInt64(RecordPipeline.blockSize) - 1) / UInt64(RecordPipeline.blockSize)
+            let perBlock = UInt64(RecordHeader.size) + (compressed ? 8 + UInt64(SnappyFraming.maxFramedLength(0)) : 0)
+            let chunks = (UInt64(range.count) + UInt64(SnappyFraming.maxChunkData) - 1) / UInt64(SnappyFraming.maxChunkData)
+            return total + UInt64(range.count) + blocks * perBlock + (compressed ? chunks * 8 : 0)
+        }
+    }
+}
+
+/// What a finished capture did.
+public struct CaptureReport: Sendable {
+    /// The image as the manifest names it: a path, "-", or a redacted destination.
+    public var image: String
+    public var manifestPath: String
+    public var plan: CapturePlan
+    public var source: SourceSpecification
+    /// The part of the plan the source could provide.
+    public var capturedRanges: [Range<UInt64>]
+    /// Sources that failed before the one that worked.
+    public var earlierFailures: [String]
+    public var pipeline: PipelineResult
+    public var startedAt: Date
+    public var seconds: Double
+}
+
+/// `avml acquire` and `avml stream`: captures this host's memory into a file or a stream.
+public struct MemoryCapture {
+    /// Where the image goes.
+    public enum Destination {
+        /// A path; `/dev/stdout` and `-` are standard output.
+        case file(String)
+        /// A network stream, named (redacted) for messages and the manifest, opened once the plan is known.
+        case stream(name: String, open: (CapturePlan) throws -> ImageSink)
+    }
+
+    public var destination: Destination
+    public var compressed: Bool
+    /// `--source`; nil tries the devices in AVML's order.
+    public var source: SourceSpecification?
+    /// `--iomem`: a saved map; with a device it is cut down to the live System RAM.
+    public var iomemPath: String?
+    public var diskUsage = DiskUsageLimit()
+    public var threads: Int
+    public var memoryBudget = RecordPipeline.defaultMemoryBudget
+    public var manifestPath: String
+    /// Called with the plan before any memory is read: the last chance to refuse
+    /// (an upload that one PUT cannot take).
+    public var beforeReading: ((CapturePlan) throws -> Void)?
+    /// Where the kernel's interfaces are; tests point these at files.
+    public var devicePaths: [MemoryDevice: String] = Dictionary(
+        uniqueKeysWithValues: MemoryDevice.allCases.map { ($0, $0.rawValue) })
+    public var liveIOMemPath = "/proc/iomem"
+
+    public init(
+        destination: Destination, compressed: Bool, source: SourceSpecification? = nil, threads: Int, manifestPath: String
+    ) {
+        self.destination = destination
+        self.compressed = compressed
+        self.source = source
+        self.threads = threads
+        self.manifestPath = manifestPath
+    }
+
+    /// The image's name in messages and the manifest.
+    public var imageName: String {
+        switch destination {
+        case .file(let path): return ImageFile.isStandardOutputPath(path) ? "-" : path
+        case .stream(let name, _): return name
+        }
+    }
+
+    /// Runs the capture and writes its manifest, also when it fails.
+    ///
+    /// - Parameters:
+    ///   - warn: told at once of what the responder must know (dropped ranges,
+    ///     fewer threads); the report holds the rest.
+    ///   - progress: memory bytes handled so far, and the total to capture.
+    /// - Returns: what was captured.
+    /// - Throws: `CaptureError`; the manifest then records why.
+    public func run(warn: (String) -> Void = { _ in }, progress: ((UInt64, UInt64) -> Void)? = nil) throws(CaptureError)
+        -> CaptureReport
+    {
+        let startedAt = Date()
+        let clock = monotonicSeconds()
+        try refuseSideFilesNamingTheImage()
+        var plan: CapturePlan?
+        var manifestFile: ImageFile?
+        let outcome: Result<CaptureReport, CaptureError>
+        do throws(CaptureError) {
+            let planned = try makePlan()
+            plan = planned
+            if !planned.dropped.isEmpty {
+                warn(
+                    "\(formatRanges(planned.dropped)) of --iomem \(escapedForLog(iomemPath ?? "")) "
+                        + "\(planned.dropped.count == 1 ? "is" : "are") not System RAM on this host and will not be read")
+            }
+            try check(planned, warn: warn)
+            manifestFile = try asRefusal { try ImageFile(path: manifestPath, sideFile: true) }
+            var report = try capture(planned, warn: warn, progress: progress)
+            report.startedAt = startedAt
+            report.seconds = monotonicSeconds() - clock
+            outcome = .success(report)
+        } catch {
+            outcome = .failure(error)
+        }
+        let manifest = Manifest(capture: self, plan: plan, outcome: outcome, startedAt: startedAt, finishedAt: Date())
+        do {
+            let file = try manifestFile ?? ImageFile(path: manifestPath, sideFile: true)
+            try manifest.write(to: file)
+        } catch {
+            if case .success = outcome { throw .manifestNotWritten(image: imageName, cause: error) }
+            warn("could not record the failure in the manifest \(escapedForLog(manifestPath)): \(error)")
+        }
+        return try outcome.get()
+    }
+
+    /// A manifest that names the image would overwrite it at the end of the capture.
+    private func refuseSideFilesNamingTheImage() throws(CaptureError) {
+        guard case .file(let path) = destination, namesSameFile(path, manifestPath) else { return }
+        throw .refused(EvidenceRefusal(role: "manifest", path: manifestPath, image: path))
+    }
+
+    /// System RAM to read: from a saved map (cut down to the live System RAM when
+    /// reading a device: a map from another boot or host must not steer reads
+    /// into device memory, which can hang the host), a raw file's extent, or /proc/iomem.
+    func makePlan() throws(CaptureError) -> CapturePlan {
+        try asRefusal {
+            var rawFile: String?
+            if case .rawFile(let path) = source { rawFile = path }
+            if let iomemPath {
+                let saved = try IOMem.systemRAM(readTextFile(path: iomemPath), path: iomemPath)
+                if rawFile != nil { return CapturePlan(ranges: saved) }
+                let live = try IOMem.systemRAM(readTextFile(path: liveIOMemPath), path: liveIOMemPath)
+                let ranges = IOMem.intersect(saved, with: live)
+                guard !ranges.isEmpty else { throw SourceError(.noSystemRAM, path: iomemPath) }
+                return CapturePlan(ranges: ranges, dropped: IOMem.subtract(saved, ranges))
+            }
+            if let rawFile {
+                let size = try LinearMemoryReader(path: rawFile).fileSize
+                guard size > 0 else { throw SourceError(.noSize, path: rawFile) }
+                return CapturePlan(ranges: [0..<size])
+            }
+            return CapturePlan(ranges: try IOMem.systemRAM(readTextFile(path: liveIOMemPath), path: liveIOMemPath))
+        }
+    }
+
+    /// Everything that must hold before memory is read.
+    private func check(_ plan: CapturePlan, warn: (String) -> Void) throws(CaptureError) {
+        try asRefusal {
+            if case .file(let path) = destination, !ImageFile.isStandardOutputPath(path) {
+                try diskUsage.check(estimate: DiskUsageLimit.estimate(plan.ranges), destination: path)
+            }
+            try beforeReading?(plan)
+        }
+        let layout = pipeline.layout(readsInOrder: false)
+        if layout.workers < threads {
+            warn(
+                "using \(layout.workers) of the \(threads) threads asked for: more would need over "
+                    + "\(pipeline.memoryBudget >> 20) MiB of buffers (--memory-budget)")
+        }
+    }
+
+    var pipeline: RecordPipeline {
+        RecordPipeline(compressed: compressed, threads: threads, memoryBudget: memoryBudget, hashing: true)
+    }
+
+    /// Opens the destination and captures from the first source that works.
+    private func capture(_ plan: CapturePlan, warn: (String) -> Void, progress: ((UInt64, UInt64) -> Void)?)
+        throws(CaptureError) -> CaptureReport
+    {
+        let opener = SourceOpener(devicePaths: devicePaths)
+        // A stream is probed before it is opened: nothing sent can be taken back,
+        // so one source is tried, and a host with none never connects.
+        var candidates = source.map { [$0] }
+        let sink: ImageSink
+        switch destination {
+        case .file(let path):
+            sink = try asDestination { try ImageFile(path: path) }
+        case .stream(_, let open):
+            if candidates == nil { candidates = [try asSource { try opener.probe() }] }
+            sink = try asDestination { try open(plan) }
+        }
+        if candidates == nil {
+            if sink.canRestart {
+                candidates = [.device(.crash), .device(.kcore), .device(.mem)]
+            } else {
+                // Standard output or a pipe: the same as a stream.
+                do {
+                    candidates = [try opener.probe()]
+                } catch {
+                    try? sink.abort()
+                    throw .source(error)
+                }
+            }
+        }
+        let sources = candidates ?? []
+        return try withSink(sink) { (sink) throws(CaptureError) in
+            var failures: [(source: SourceSpecification, error: Error)] = []
+            for candidate in sources {
+                if !failures.isEmpty {
+                    guard sink.restart() else { break }
+                }
+                do throws(CaptureError) {
+                    var report = try captureOnce(from: candidate, plan: plan, opener: opener, to: sink, progress: progress)
+                    report.earlierFailures = failures.map { "\($0.source): \($0.error)" }
+                    let expected = pipeline.layout(readsInOrder: false).workers
+                    if report.pipeline.workers < expected {
+                        warn("only \(report.pipeline.workers) of \(expected) pipeline threads could be started")
+                    }
+                    return report
+                } catch .source(let error) {
+                    failures.append((candidate, error))  // another source may work
+                }
+            }
+            if source != nil, failures.count == 1, let only = failures.first { throw .source(only.error) }
+            throw .source(AllSourcesFailed(failures: failures))
+        }
+    }
+
+    private func captureOnce(
+        from specification: SourceSpecification, plan: CapturePlan, opener: SourceOpener, to sink: ImageSink,
+        progress: ((UInt64, UInt64) -> Void)?
+    ) throws(CaptureError) -> CaptureReport {
+        let (reader, ranges) = try asSource { try opener.open(specification, planned: plan.ranges) }
+        let total = ranges.reduce(0) { $0 + UInt64($1.count) }
+        let result: PipelineResult
+        do {
+            result = try pipeline.run(MemoryBlockProducer(reader: reader, ranges: ranges), to: sink) { progress?($0, total) }
+        } catch {
+            throw CaptureError(error)
+        }
+        return CaptureReport(
+            image: imageName, manifestPath: manifestPath, plan: plan, source: specification, capturedRanges: ranges,
+            earlierFailures: [], pipeline: result, startedAt: Date(), seconds: 0)
+    }
+}
+
+/// A side file (manifest, symbol table) would land on the image itself.
+public struct EvidenceRefusal: Error, CustomStringConvertible {
+    public var role: String
+    public var path: String
+    public var image: String
+
+    public var description: String {
+        "the \(role) \(escapedForLog(path)) is the image \(escapedForLog(image)) itself (the same file by path, "
+            + "spelling or link); refusing before anything is read or written, so that neither overwrites the other"
+    }
+}
+
+/// Whether two paths name the same file: the same path once the directory is
+/// resolved (`./x`, `dir/../x`, symlinked directories), or the same inode (a
+/// hard link, a symlink); standard output by any of its names.
+func namesSameFile(_ first: String, _ second: String) -> Bool {
+    func canonical(_ path: String) -> String {
+        if ImageFile.isStandardOutputPath(path) { return "/dev/stdout" }
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard let resolved = realpath(directory, nil) else { return path }
+        defer { free(resolved) }
+        let base = String(cString: resolved)
+        return (base == "/" ? "" : base) + "/" + name
+    }
+    func identity(_ path: String) -> (UInt64, UInt64)? {
+        var info = stat()
+        let found = ImageFile.isStandardOutputPath(path) ? fstat(STDOUT_FILENO, &info) : stat(path, &info)
+        return found == 0 ? (UInt64(info.st_dev), UInt64(info.st_ino)) : nil
+    }
+    if canonical(first) == canonical(second) { return true }
+    guard let one = identity(first), let other = identity(second) else { return false }
+    return one == other
+}
+
+/// "0x1000-0x1fff" for one range, "N ranges (first 0x..-0x..)" for more.
+func formatRanges(_ ranges: [Range<UInt64>]) -> String {
+    guard let first = ranges.first else { return "no range" }
+    let text = "\(hex(first.lowerBound))-\(hex(first.upperBound - 1))"
+    return ranges.count == 1 ? "the range \(text)" : "\(ranges.count) ranges (the first \(text))"
+}
