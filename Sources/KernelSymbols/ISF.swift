@@ -372,21 +372,23 @@ struct ISFWriter {
         }
         // Volatility reads the bitfield's base type at the member's byte offset and takes
         // bit_position..bit_position+bit_length of it: use the storage unit the compiler
-        // used (aligned to the base type's size), or the byte holding the first bit.
+        // used (aligned to the base type's size), else the byte holding the first bit, else
+        // the last unit inside the struct, preferring one that stays inside the struct
+        // (packed structs put bitfields across alignment boundaries).
         guard resolved != 0, [.int, .enumeration, .enum64].contains(resolvedType.kind) else {
             throw bad(
                 "a bitfield whose type is \(resolved == 0 ? "void" : resolvedType.kind.description), not an integer or enum")
         }
-        let unitBits = UInt64(resolvedType.sizeOrType) * 8
-        guard unitBits > 0, width <= unitBits else {
+        let unitBytes = UInt64(resolvedType.sizeOrType)
+        guard unitBytes > 0, width <= unitBytes * 8 else {
             throw bad("a \(width)-bit bitfield in a \(resolvedType.sizeOrType)-byte type")
         }
-        var unit = bitOffset / unitBits * (unitBits / 8)
-        if bitOffset - unit * 8 + width > unitBits {
-            unit = bitOffset / 8
-            guard bitOffset % 8 + width <= unitBits else {
-                throw bad("a \(width)-bit bitfield at bit \(bitOffset) does not fit its \(resolvedType.sizeOrType)-byte type")
-            }
+        let candidates =
+            [bitOffset / (unitBytes * 8) * unitBytes, bitOffset / 8]
+            + (UInt64(structSize) >= unitBytes ? [UInt64(structSize) - unitBytes] : [])
+        let fitting = candidates.filter { $0 * 8 <= bitOffset && bitOffset - $0 * 8 + width <= unitBytes * 8 }
+        guard let unit = fitting.first(where: { $0 + unitBytes <= UInt64(structSize) }) ?? fitting.first else {
+            throw bad("a \(width)-bit bitfield at bit \(bitOffset) does not fit its \(unitBytes)-byte type")
         }
         json.raw(#"{"type":{"kind":"bitfield","bit_position":"#)
         json.number(bitOffset - unit * 8)

@@ -227,7 +227,8 @@ public enum KernelSymbols {
         }
         if !unresolved.isEmpty {
             notes.append(
-                "no type in this kernel's BTF for \(unresolved.joined(separator: ", ")): Volatility plugins reading them fail")
+                "no type in this kernel's BTF for \(unresolved.joined(separator: ", ")): Volatility code reading them with their type fails"
+            )
         }
         var isfSymbols = linkTime.map { symbol in
             ISFSymbol(
