@@ -242,7 +242,8 @@ public struct BTF: Sendable {
                 let (total, overflow) = factor.multipliedReportingOverflow(by: UInt64(type.sizeOrType))
                 return overflow ? nil : total
             case .pointer:
-                return factor * UInt64(pointerSize)
+                let (total, overflow) = factor.multipliedReportingOverflow(by: UInt64(pointerSize))
+                return overflow ? nil : total
             case .array:
                 guard case .array(let element, _, let count) = type.detail else { return nil }
                 let (next, overflow) = factor.multipliedReportingOverflow(by: UInt64(count))

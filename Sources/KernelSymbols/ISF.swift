@@ -189,7 +189,8 @@ struct ISFWriter {
             json.raw(#","subtype":"#)
             json.raw(inner.json)
             json.raw("}")
-            return (json.bytes, inner.size.map { $0 * elements })
+            let total = inner.size.map { $0.multipliedReportingOverflow(by: elements) }
+            return (json.bytes, total?.overflow == false ? total?.partialValue : nil)
         case .firstOf(let choices):
             for choice in choices {
                 if let found = resolve(choice, address: address, nextAddress: nextAddress, kernel: kernel) { return found }
@@ -355,7 +356,7 @@ struct ISFWriter {
         var bitOffset = UInt64(member.bitOffset)
         var width = UInt64(member.bitfieldSize)
         if width == 0, resolved != 0, case .integer(_, let intOffset, let bits) = resolvedType.detail,
-            UInt32(bits) < resolvedType.sizeOrType * 8 || intOffset != 0
+            UInt64(bits) < UInt64(resolvedType.sizeOrType) * 8 || intOffset != 0
         {
             bitOffset += UInt64(intOffset)
             width = UInt64(bits)
@@ -439,5 +440,17 @@ struct ISFWriter {
         }
         json.raw("}")
         return count
+    }
+}
+
+extension BTF {
+    /// An ISF document holding these types and no symbols: what `avml symbols` writes
+    /// minus the addresses (for tools and the fuzzer; Volatility needs the symbols too).
+    ///
+    /// - Throws: `BTFError` for types that cannot be described (a bitfield of a struct, say).
+    public func isfTypes() throws(BTFError) -> [UInt8] {
+        var writer = try ISFWriter(btf: self)
+        _ = try writer.btfSymbolTypes()
+        return try writer.write(symbols: [], producerVersion: "0.0.0", sources: []).json
     }
 }

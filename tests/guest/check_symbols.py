@@ -95,9 +95,12 @@ def load_isf(path: Path) -> dict:
 
 
 def validate_schema(isf: dict) -> None:
+    import warnings
+
     import jsonschema
     import volatility3
 
+    warnings.simplefilter("ignore", DeprecationWarning)  # the schemas name no draft
     schemas = Path(volatility3.__file__).parent / "schemas"
     for version in (isf["metadata"]["format"], "6.3.0"):
         schema = json.loads((schemas / f"schema-{version}.json").read_text())

@@ -249,3 +249,18 @@ def test_enums_and_base_types_match_bpftool(kernel):
     assert not problems, f"{len(problems)} differences, first: " + "\n".join(problems[:20])
     assert isf["base_types"]["pointer"]["size"] == 8 and isf["base_types"]["void"]["kind"] == "void"
     assert len(enums) == sum(1 for t in types.values() if t["kind"] in ("ENUM", "ENUM64"))
+
+
+def test_validates_against_volatility_schema(kernel):
+    """As Volatility checks a table when it loads it: jsonschema against the schema of its format
+    (tests/guest/check_symbols.py also checks the newest, 6.3.0)."""
+    import warnings
+
+    import jsonschema
+    import volatility3
+
+    _, _, isf = kernel
+    schema = json.loads((Path(volatility3.__file__).parent / "schemas" / f"schema-{isf['metadata']['format']}.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the schemas name no draft
+        jsonschema.validate(isf, schema)
