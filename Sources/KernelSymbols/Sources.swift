@@ -60,8 +60,8 @@ extension KernelSymbols {
         _ sources: SymbolSources, banner: Banner, btf: BTF, notes: inout [String]
     ) throws(SymbolTableError) -> AddressSource {
         var result = AddressSource(list: SymbolList(symbols: []), isKallsyms: false)
-        // Why kallsyms cannot serve: hidden addresses, or the symbols it lacks.
-        var kallsymsProblem: (hidden: Bool, missing: [String])?
+        // Why kallsyms cannot serve, when it cannot.
+        var kallsymsProblem: KallsymsProblem?
         if let path = sources.kallsyms {
             do throws(SymbolTableError) {
                 let bytes = try readFile(path, limit: maximumSymbolFileBytes)
@@ -73,23 +73,23 @@ extension KernelSymbols {
                 }
                 result.kallsymsPath = path
                 result.kallsymsSHA256 = sha256Hex(bytes)
-                if list.symbols.isEmpty {
-                    kallsymsProblem = (false, requiredSymbols)
-                } else if list.addressesHidden {
-                    kallsymsProblem = (true, [])
+                if list.addressesHidden {
+                    kallsymsProblem = .hidden
                 } else {
-                    result.visibleKallsyms = list
+                    result.visibleKallsyms = list.symbols.isEmpty ? nil : list
                     let missing = missingSymbols(in: list)
                     if missing.isEmpty {
                         result.list = list
                         result.isKallsyms = true
                     } else {
-                        kallsymsProblem = (false, missing)
+                        kallsymsProblem = .lacks(missing)
                     }
                 }
             } catch let error {
-                guard case .unreadable(_, .noSuchFileOrDirectory) = error.reason, sources.systemMap != nil else { throw error }
-                notes.append("\(escapedForLog(path)) does not exist (CONFIG_KALLSYMS is off)")
+                guard case .unreadable(_, .noSuchFileOrDirectory) = error.reason,
+                    sources.systemMap != nil || sources.systemMapDirectory != nil
+                else { throw error }
+                kallsymsProblem = .absent
             }
         }
         let mapPath = sources.systemMap ?? sources.systemMapDirectory.map { "\($0)/System.map-\(banner.release)" }
@@ -113,25 +113,35 @@ extension KernelSymbols {
             }
             return result
         }
-        if let mapProblem {
-            guard let kallsymsPath = sources.kallsyms, let kallsymsProblem else {
-                if sources.kallsyms == nil && sources.systemMap == nil { throw SymbolTableError(.noSymbolSource) }
-                throw SymbolTableError(
-                    .missingSymbols(names: requiredSymbols, source: mapPath ?? "System.map", systemMap: mapProblem))
+        guard let mapProblem else {
+            if let kallsymsProblem, let path = sources.kallsyms {
+                notes.append("addresses from \(escapedForLog(mapPath ?? "")): \(kallsymsProblem.describe(path))")
             }
-            if kallsymsProblem.hidden {
-                throw SymbolTableError(.addressesHidden(kallsyms: kallsymsPath, systemMap: mapProblem))
+            return result
+        }
+        guard let path = sources.kallsyms, let kallsymsProblem else {
+            throw SymbolTableError(mapPath == nil ? .noSymbolSource : .badSystemMap(mapProblem))
+        }
+        switch kallsymsProblem {
+        case .hidden: throw SymbolTableError(.addressesHidden(kallsyms: path, systemMap: mapProblem))
+        case .lacks(let names): throw SymbolTableError(.missingSymbols(names: names, source: path, systemMap: mapProblem))
+        case .absent: throw SymbolTableError(.noKallsyms(path: path, systemMap: mapProblem))
+        }
+    }
+
+    /// Why kallsyms cannot give the table's addresses.
+    enum KallsymsProblem {
+        case hidden
+        case lacks([String])
+        case absent
+
+        func describe(_ path: String) -> String {
+            switch self {
+            case .hidden: "\(escapedForLog(path)) hides them (kptr_restrict)"
+            case .lacks(let names): "\(escapedForLog(path)) lacks \(names.joined(separator: ", "))"
+            case .absent: "\(escapedForLog(path)) does not exist" + (path.hasPrefix("/proc/") ? " (CONFIG_KALLSYMS is off)" : "")
             }
-            throw SymbolTableError(.missingSymbols(names: kallsymsProblem.missing, source: kallsymsPath, systemMap: mapProblem))
         }
-        if let kallsymsProblem, let path = sources.kallsyms {
-            notes.append(
-                "addresses from \(escapedForLog(result.systemMapPath ?? "")): "
-                    + (kallsymsProblem.hidden
-                        ? "\(escapedForLog(path)) hides them (kptr_restrict)"
-                        : "\(escapedForLog(path)) lacks \(kallsymsProblem.missing.joined(separator: ", "))"))
-        }
-        return result
     }
 
     struct MapProblem: Error {

@@ -77,6 +77,10 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
         case addressesHidden(kallsyms: String, systemMap: String)
         /// Symbols Volatility needs to find the kernel are not in the symbol source.
         case missingSymbols(names: [String], source: String, systemMap: String)
+        /// kallsyms does not exist (CONFIG_KALLSYMS off) and no System.map could stand in.
+        case noKallsyms(path: String, systemMap: String)
+        /// The only symbol source, a System.map, cannot serve.
+        case badSystemMap(String)
         case noSymbolSource
         case missingTypes(names: [String], btf: String)
         case compression(GzipError)
@@ -119,6 +123,11 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
                 text += " (CONFIG_KALLSYMS_ALL is off, so it lists functions only)"
             }
             return text + "; no System.map could stand in: \(systemMap). Give the build's System.map (--system-map)"
+        case .noKallsyms(let path, let systemMap):
+            return "\(escapedForLog(path)) does not exist" + (path.hasPrefix("/proc/") ? " (CONFIG_KALLSYMS is off)" : "")
+                + ", and no System.map could stand in: \(systemMap). Give the build's System.map (--system-map)"
+        case .badSystemMap(let problem):
+            return problem
         case .noSymbolSource:
             return "no symbol addresses: give kallsyms or a System.map"
         case .missingTypes(let names, let btf):
@@ -172,7 +181,10 @@ public enum KernelSymbols {
         do {
             btfBytes = try readFile(sources.btf, limit: maximumBTFBytes)
         } catch let error {
-            if case .unreadable(_, .noSuchFileOrDirectory) = error.reason { throw SymbolTableError(.noBTF(path: sources.btf)) }
+            // Only the kernel's own file missing means the kernel has no BTF; a copy missing is just that.
+            if case .unreadable(_, .noSuchFileOrDirectory) = error.reason, sources.btf.hasPrefix("/sys/kernel/btf/") {
+                throw SymbolTableError(.noBTF(path: sources.btf))
+            }
             throw error
         }
         let btf: BTF

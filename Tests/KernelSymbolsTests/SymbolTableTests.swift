@@ -156,6 +156,27 @@ struct SymbolTableTests {
         #expect(table.systemMapPath == directory["System.map-6.1.0-57-amd64"])
     }
 
+    @Test func noKallsymsFallsBackToTheMapOrSaysSo() throws {
+        let directory = TemporaryDirectory()
+        var sources = try Self.offline(kallsyms: nil)
+        sources.kallsyms = "/proc/nonexistent-kallsyms"
+        sources.systemMapDirectory = directory.path
+        let error = try Self.failure(sources)
+        #expect(
+            error.reason
+                == .noKallsyms(
+                    path: "/proc/nonexistent-kallsyms",
+                    systemMap: "cannot read \(directory.path)/System.map-6.1.0-57-amd64: No such file or directory"))
+        #expect(error.description.contains("CONFIG_KALLSYMS is off"))
+        directory.write("System.map-6.1.0-57-amd64", try fixtureBytes("System.map"))
+        let table = try KernelSymbols.make(from: sources, producerVersion: "0.1.0")
+        #expect(table.notes.contains { $0.contains("/proc/nonexistent-kallsyms does not exist (CONFIG_KALLSYMS is off)") })
+        // Offline, a kallsyms path that does not exist is just that.
+        sources.systemMapDirectory = nil
+        #expect(
+            try Self.failure(sources).reason == .unreadable(path: "/proc/nonexistent-kallsyms", errno: .noSuchFileOrDirectory))
+    }
+
     static func failure(_ sources: SymbolSources) throws -> SymbolTableError {
         do {
             _ = try KernelSymbols.make(from: sources, producerVersion: "0.1.0")
@@ -167,11 +188,13 @@ struct SymbolTableTests {
 
     @Test func noBTFSaysWhatTheAnalystNeeds() throws {
         var sources = try Self.offline()
-        sources.btf = "/nonexistent/btf/vmlinux"
+        sources.btf = "/sys/kernel/btf/nonexistent"
         let error = try Self.failure(sources)
-        #expect(error.reason == .noBTF(path: "/nonexistent/btf/vmlinux"))
+        #expect(error.reason == .noBTF(path: "/sys/kernel/btf/nonexistent"))
         #expect(error.description.contains("CONFIG_DEBUG_INFO_BTF") && error.description.contains("dwarf2json"))
         #expect(SymbolsManifestEntry(error: error).missing == true)
+        sources.btf = "/nonexistent/copy-of-btf"
+        #expect(try Self.failure(sources).reason == .unreadable(path: "/nonexistent/copy-of-btf", errno: .noSuchFileOrDirectory))
     }
 
     @Test func hiddenAddressesWithoutAMapSayKptrRestrict() throws {
