@@ -201,6 +201,8 @@ public struct BTF: Sendable {
     public let byteOrder: ByteOrder
     /// Indexed by type id; `types[0]` stands for void.
     public let types: [BTFType]
+    /// BTF does not record the pointer size; it is that of `long` (LP64 and ILP32 alike), 8 if there is none.
+    public let pointerSize: Int
 
     /// Decodes and checks `bytes`.
     ///
@@ -213,6 +215,8 @@ public struct BTF: Sendable {
         byteOrder = reader.byteOrder
         types = try reader.readTypes()
         try Self.checkReferences(types)
+        let long = types.first { $0.kind == .int && ($0.name == "long unsigned int" || $0.name == "long int") }
+        pointerSize = long.map { Int($0.sizeOrType) } ?? 8
     }
 
     /// Follows typedefs and qualifiers (const, volatile, restrict, type tags) to the type they stand for.
@@ -259,13 +263,6 @@ public struct BTF: Sendable {
         return nil
     }
 
-    /// BTF does not record the pointer size; it is that of `long` (LP64 and ILP32 alike), 8 if there is none.
-    public var pointerSize: Int {
-        for type in types where type.kind == .int && (type.name == "long unsigned int" || type.name == "long int") {
-            return Int(type.sizeOrType)
-        }
-        return 8
-    }
 
     /// Checks that every type id a record names exists and that no reference chain
     /// (pointers, typedefs, qualifiers, array elements) loops or runs deeper than 32 steps.
