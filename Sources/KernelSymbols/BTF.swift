@@ -263,7 +263,6 @@ public struct BTF: Sendable {
         return nil
     }
 
-
     /// Checks that every type id a record names exists and that no reference chain
     /// (pointers, typedefs, qualifiers, array elements) loops or runs deeper than 32 steps.
     static func checkReferences(_ types: [BTFType]) throws(BTFError) {
