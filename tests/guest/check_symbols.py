@@ -39,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VOLATILITY_TIMEOUT = int(os.environ.get("AVML_VOLATILITY_TIMEOUT", "600"))
-COMPRESSED_TIMEOUT = int(os.environ.get("AVML_VOLATILITY_COMPRESSED_TIMEOUT", "300"))
+COMPRESSED_TIMEOUT = int(os.environ.get("AVML_VOLATILITY_COMPRESSED_TIMEOUT", "120"))
 
 failures: list[str] = []
 

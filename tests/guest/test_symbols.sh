@@ -21,8 +21,9 @@ steps=$(mktemp)
 cat > "$steps" <<'STEPS'
 mkdir -p sym && cat /sys/kernel/btf/vmlinux > sym/btf && cat /proc/kallsyms > sym/kallsyms && cat /proc/version > sym/version
 avml symbols sym/guest.isf.json.gz
-# Long-lived processes with arguments, for pslist and psaux (outside /data, which must unmount).
-cd / && { sleep 100000 & sh -c 'while :; do sleep 7; done' & nc -l -p 4444 -e cat & } </dev/null >/dev/null 2>&1; echo started
+# Long-lived processes with arguments, for pslist and psaux, outside /data (which must unmount).
+# None forks while memory is read: a forking process's pages change under the capture (smear).
+mkfifo /tmp/avml-fifo && cd / && { sleep 100000 & sh -c 'read line < /tmp/avml-fifo' & nc -l -p 4444 -e cat & } </dev/null >/dev/null 2>&1; echo started
 sh /test/snapshot.sh sym/before-lime
 avml acquire sym/mem.lime
 sh /test/snapshot.sh sym/after-lime
