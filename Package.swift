@@ -9,6 +9,7 @@ let package = Package(
         // Libraries for the fuzz package in Fuzz/.
         .library(name: "ImageFormats", targets: ["ImageFormats"]),
         .library(name: "MemorySources", targets: ["MemorySources"]),
+        .library(name: "KernelSymbols", targets: ["KernelSymbols"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -39,12 +40,26 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        // Turning blocks of memory into image files: acquire and convert.
+        // The system's zlib (libz.a from zlib1g-dev for the static build), for gzip.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Volatility 3 symbol tables (ISF) from the kernel's BTF, kallsyms or System.map, and banner.
+        // Kept free of the pipeline and the network so it fits an acquire-only build.
+        .target(
+            name: "KernelSymbols",
+            dependencies: [
+                "CZlib",
+                "ImageFormats",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // How a capture runs, and blocks of memory turned into image files: acquire, stream, convert.
         .target(
             name: "ImagePipeline",
             dependencies: [
                 "ImageFormats",
                 "MemorySources",
+                "KernelSymbols",
                 "CSystemShims",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -72,6 +87,7 @@ let package = Package(
                 "NetworkSinks",
                 "MemorySources",
                 "ImageFormats",
+                "KernelSymbols",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -84,8 +100,14 @@ let package = Package(
             dependencies: ["MemorySources", "TestSupport"],
             resources: [.copy("Fixtures")]
         ),
-        .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "TestSupport"]),
+        .testTarget(
+            name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "KernelSymbols", "TestSupport"]),
         .testTarget(name: "NetworkSinksTests", dependencies: ["NetworkSinks", "ImagePipeline"]),
+        .testTarget(
+            name: "KernelSymbolsTests",
+            dependencies: ["KernelSymbols", "CZlib", "TestSupport"],
+            resources: [.copy("Fixtures")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

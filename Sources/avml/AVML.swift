@@ -19,7 +19,7 @@ struct AVML: ParsableCommand {
         commandName: "avml",
         abstract: "Acquire volatile memory for Linux: capture, convert and verify physical memory images.",
         version: Manifest.toolVersion,
-        subcommands: [Acquire.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self],
+        subcommands: [Acquire.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self, Symbols.self],
         defaultSubcommand: Acquire.self
     )
 }

@@ -71,4 +71,11 @@ for image in auto.lime auto-from-avml.lime kcore.lime stdout.lime; do
     passed=$((passed + 1))
 done
 echo "test_acquire: $passed images match the guest's kernel code and rodata; output in $OUT"
+
+# --- Symbol tables (issue 9) -------------------------------------------------
+# `avml symbols` in a guest run of its own, then Volatility 3 on images captured
+# right after it, against /proc snapshots (test_symbols.sh, check_symbols.py).
+"$HERE/test_symbols.sh" "$CACHE_DIR" "$AVML" "$OUT-symbols" || fail "symbol tables (see check_symbols lines above)"
+passed=$((passed + 1))
+# --- end of symbol tables ----------------------------------------------------
 echo "$((passed + 4)) passed, 0 failed"
