@@ -12,6 +12,7 @@ let package = Package(
         // Libraries for the fuzz package in Fuzz/.
         .library(name: "ImageFormats", targets: ["ImageFormats"]),
         .library(name: "MemorySources", targets: ["MemorySources"]),
+        .library(name: "KernelSymbols", targets: ["KernelSymbols"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -43,12 +44,26 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        // Turning blocks of memory into image files: acquire and convert.
+        // The system's zlib (libz.a from zlib1g-dev for the static build), for gzip.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Volatility 3 symbol tables (ISF) from the kernel's BTF, kallsyms or System.map, and banner.
+        // Kept free of the pipeline and the network so it fits an acquire-only build.
+        .target(
+            name: "KernelSymbols",
+            dependencies: [
+                "CZlib",
+                "Hashing",
+                "ImageFormats",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // How a capture runs, and blocks of memory turned into image files: acquire, stream, convert.
         .target(
             name: "ImagePipeline",
             dependencies: [
                 "ImageFormats",
                 "MemorySources",
+                "KernelSymbols",
                 "CSystemShims",
                 "Hashing",
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -76,12 +91,13 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        // The subcommands both binaries share (all but the uploads).
+        // The subcommands both binaries share (all but the uploads), `symbols` among them.
         .target(
             name: "AVMLCommands",
             dependencies: [
                 "ImageFormats",
                 "ImagePipeline",
+                "KernelSymbols",
                 "MemorySources",
                 "TCPStreaming",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -115,8 +131,14 @@ let package = Package(
             dependencies: ["MemorySources", "TestSupport"],
             resources: [.copy("Fixtures")]
         ),
-        .testTarget(name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "TestSupport"]),
+        .testTarget(
+            name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "KernelSymbols", "TestSupport"]),
         .testTarget(name: "NetworkSinksTests", dependencies: ["NetworkSinks", "ImagePipeline"]),
+        .testTarget(
+            name: "KernelSymbolsTests",
+            dependencies: ["KernelSymbols", "CZlib", "TestSupport"],
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(name: "TCPStreamingTests", dependencies: ["TCPStreaming"]),
         .testTarget(name: "AVMLCommandsTests", dependencies: ["AVMLCommands"]),
     ],

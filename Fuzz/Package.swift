@@ -18,6 +18,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ImageFormats", package: mainPackage),
                 .product(name: "MemorySources", package: mainPackage),
+                .product(name: "KernelSymbols", package: mainPackage),
             ]
         )
     ],

@@ -108,6 +108,7 @@ func summary(_ report: CaptureReport) -> String {
         + "(\(rate)/s); skipped \(statistics.zeroBlocksSkipped) all-zero blocks (\(formatBytes(statistics.zeroBytesSkipped))); "
         + "\(unreadable / 4096) unreadable pages; image \(statistics.bytesWritten) bytes, sha256 \(report.pipeline.sha256 ?? "-"); "
         + "manifest \(escapedForLog(report.manifestPath))"
+        + (report.symbols?.path.map { "; symbol table \(escapedForLog($0)) (vol -s DIR)" } ?? "")
 }
 
 public func warn(_ message: String) {

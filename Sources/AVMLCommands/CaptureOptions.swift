@@ -19,6 +19,9 @@ public struct CaptureOptions: ParsableArguments {
     )
     var manifest: String?
 
+    @Flag(help: "Do not write the kernel's Volatility 3 symbol table (IMAGE.isf.json.gz, or beside the manifest).")
+    var noSymbols = false
+
     @OptionGroup public var pipeline: PipelineOptions
 
     public init() {}
@@ -26,10 +29,14 @@ public struct CaptureOptions: ParsableArguments {
     /// The capture these options describe, to `destination`, with its manifest
     /// beside `image` (a path, or "-" for standard output and streams).
     public func memoryCapture(to destination: MemoryCapture.Destination, manifestFor image: String) -> MemoryCapture {
+        let manifestPath = manifest ?? Manifest.defaultPath(forImage: image)
         var capture = MemoryCapture(
             destination: destination, compressed: compress, source: source.map(SourceSpecification.init(argument:)),
-            threads: pipeline.threads, manifestPath: manifest ?? Manifest.defaultPath(forImage: image))
+            threads: pipeline.threads, manifestPath: manifestPath)
         capture.iomemPath = iomem
+        if !noSymbols {
+            capture.symbolsPath = MemoryCapture.defaultSymbolsPath(image: image, manifest: manifestPath)
+        }
         capture.memoryBudget = pipeline.memoryBudgetBytes
         return capture
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import ImageFormats
 import ImagePipeline
+import KernelSymbols
 
 public struct Verify: ParsableCommand {
     public static let configuration = CommandConfiguration(
@@ -61,11 +62,13 @@ public struct Info: ParsableCommand {
         } catch {
             fail(error)
         }
-        print(json ? infoJSON(summary) : infoText(summary))
+        // The manifest beside the image says whether a symbol table was taken.
+        let manifest = try? Manifest.read(from: image + ".json")
+        print(json ? infoJSON(summary, symbols: manifest?.symbols) : infoText(summary, symbols: manifest?.symbols))
     }
 }
 
-func infoText(_ summary: ImageSummary) -> String {
+func infoText(_ summary: ImageSummary, symbols: SymbolsManifestEntry?) -> String {
     var lines = [
         "image:    \(escapedForLog(summary.path))",
         "format:   \(summary.format)",
@@ -81,7 +84,19 @@ func infoText(_ summary: ImageSummary) -> String {
     lines.append("gaps:     \(summary.gaps.count)")
     lines += summary.gaps.map(line)
     if let advice = volatilityAdvice(summary) { lines.append("volatility: \(advice)") }
+    lines.append("symbols:  " + symbolsText(symbols))
     return lines.joined(separator: "\n")
+}
+
+/// The manifest's symbol table, for `avml info`.
+func symbolsText(_ symbols: SymbolsManifestEntry?) -> String {
+    guard let symbols else { return "no manifest (IMAGE.json) says whether a symbol table was taken" }
+    if let path = symbols.path {
+        let offset = symbols.kaslrOffset.map { ", KASLR offset \($0)" } ?? ""
+        return "\(escapedForLog(path)) (\(symbols.types ?? 0) types, \(symbols.symbols ?? 0) symbols\(offset)); "
+            + "banner \(escapedForLog(symbols.banner ?? ""))"
+    }
+    return "none: \(escapedForLog(symbols.reason ?? "not recorded"))"
 }
 
 /// What to tell an analyst about compressed records Volatility 3 cannot open, and the command that fixes them.
@@ -95,7 +110,7 @@ func volatilityAdvice(_ summary: ImageSummary) -> String? {
         + "\(escapedForLog(summary.path)) FIXED.avml"
 }
 
-func infoJSON(_ summary: ImageSummary) -> String {
+func infoJSON(_ summary: ImageSummary, symbols: SymbolsManifestEntry?) -> String {
     struct Range: Encodable {
         var start: String
         var end: String
@@ -118,6 +133,7 @@ func infoJSON(_ summary: ImageSummary) -> String {
         var ranges: [Range]
         var gaps: [Range]
         var records: [Record]
+        var symbols: SymbolsManifestEntry?
     }
     let ranges = { (list: [Swift.Range<UInt64>]) in
         list.map { Range(start: hex($0.lowerBound), end: hex($0.upperBound - 1), bytes: UInt64($0.count)) }
@@ -129,7 +145,7 @@ func infoJSON(_ summary: ImageSummary) -> String {
             Record(
                 start: hex($0.header.start), end: hex($0.header.end), offset: $0.offset, storedBytes: $0.storedBytes,
                 compressed: $0.header.compressed, volatilityReadable: $0.volatilityCanRead)
-        })
+        }, symbols: symbols)
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     encoder.keyEncodingStrategy = .convertToSnakeCase

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import ImageFormats
+import KernelSymbols
 import MemorySources
 
 // How a capture runs (`avml acquire`, `avml stream`), from start to end:
@@ -10,10 +11,12 @@ import MemorySources
 //               System RAM (never device memory), or a raw file's extent
 //   3. check    disk-usage limits, the destination's own limits (`beforeReading`),
 //               the manifest created: all before any memory is read
-//   4. capture  each source in AVML's order (a file restarts between sources; a
+//   4. symbols  the running kernel's Volatility 3 symbol table written beside the
+//               image, before memory is read (never failing the capture)
+//   5. capture  each source in AVML's order (a file restarts between sources; a
 //               stream probes one): blocks → records → sink, hashed as written
 //               (`RecordPipeline`), then the sink finished, or aborted on failure
-//   5. record   the manifest, for a failed capture too
+//   6. record   the manifest, for a failed capture too
 //
 // Conversions (`Conversion`) share the sink lifecycle (`withSink`) and errors.
 
@@ -115,6 +118,8 @@ public struct CaptureReport: Sendable {
     /// Sources that failed before the one that worked.
     public var earlierFailures: [String]
     public var pipeline: PipelineResult
+    /// The symbol table written beside the image, or why there is none.
+    public var symbols: SymbolsManifestEntry?
     public var startedAt: Date
     public var seconds: Double
 }
@@ -139,6 +144,10 @@ public struct MemoryCapture {
     public var threads: Int
     public var memoryBudget = RecordPipeline.defaultMemoryBudget
     public var manifestPath: String
+    /// Where the kernel's symbol table goes (`IMAGE.isf.json.gz` by default); nil for `--no-symbols`.
+    public var symbolsPath: String?
+    /// The kernel files the symbol table is made from; tests give copies.
+    public var symbolSources = SymbolSources.live
     /// Called with the plan before any memory is read: the last chance to refuse
     /// (an upload that one PUT cannot take).
     public var beforeReading: ((CapturePlan) throws -> Void)?
@@ -155,6 +164,13 @@ public struct MemoryCapture {
         self.source = source
         self.threads = threads
         self.manifestPath = manifestPath
+    }
+
+    /// Where the symbol table goes unless told otherwise: beside the image, or for
+    /// standard output and streams beside the manifest.
+    public static func defaultSymbolsPath(image: String, manifest: String) -> String {
+        guard ImageFile.isStandardOutputPath(image) || image == "-" else { return image + ".isf.json.gz" }
+        return (manifest.hasSuffix(".json") ? String(manifest.dropLast(5)) : manifest) + ".isf.json.gz"
     }
 
     /// The image's name in messages and the manifest.
@@ -181,6 +197,7 @@ public struct MemoryCapture {
         try refuseSideFilesNamingTheImage()
         var plan: CapturePlan?
         var manifestFile: ImageFile?
+        var symbols: SymbolsManifestEntry?
         let outcome: Result<CaptureReport, CaptureError>
         do throws(CaptureError) {
             let planned = try makePlan()
@@ -192,14 +209,17 @@ public struct MemoryCapture {
             }
             try check(planned, warn: warn)
             manifestFile = try asRefusal { try ImageFile(path: manifestPath, sideFile: true) }
+            symbols = writeSymbolTable(warn: warn)
             var report = try capture(planned, warn: warn, progress: progress)
+            report.symbols = symbols
             report.startedAt = startedAt
             report.seconds = monotonicSeconds() - clock
             outcome = .success(report)
         } catch {
             outcome = .failure(error)
         }
-        let manifest = Manifest(capture: self, plan: plan, outcome: outcome, startedAt: startedAt, finishedAt: Date())
+        let manifest = Manifest(
+            capture: self, plan: plan, symbols: symbols, outcome: outcome, startedAt: startedAt, finishedAt: Date())
         do {
             let file = try manifestFile ?? ImageFile(path: manifestPath, sideFile: true)
             try manifest.write(to: file)
@@ -210,10 +230,40 @@ public struct MemoryCapture {
         return try outcome.get()
     }
 
-    /// A manifest that names the image would overwrite it at the end of the capture.
+    /// A manifest or symbol table that names the image (or each other) would overwrite it.
     private func refuseSideFilesNamingTheImage() throws(CaptureError) {
-        guard case .file(let path) = destination, namesSameFile(path, manifestPath) else { return }
-        throw .refused(EvidenceRefusal(role: "manifest", path: manifestPath, image: path))
+        if let symbolsPath, namesSameFile(symbolsPath, manifestPath) {
+            throw .refused(EvidenceRefusal(role: "symbol table", path: symbolsPath, image: manifestPath, other: "manifest"))
+        }
+        guard case .file(let path) = destination else { return }
+        for (role, side) in [("manifest", manifestPath), ("symbol table", symbolsPath)] {
+            if let side, namesSameFile(path, side) { throw .refused(EvidenceRefusal(role: role, path: side, image: path)) }
+        }
+    }
+
+    /// Makes the running kernel's symbol table and writes it beside the image.
+    /// Never fails the capture: what went wrong is warned about and recorded.
+    /// - Returns: the manifest's `symbols` entry.
+    private func writeSymbolTable(warn: (String) -> Void) -> SymbolsManifestEntry {
+        guard let symbolsPath else { return SymbolsManifestEntry(missing: "not asked for (--no-symbols)") }
+        if case .rawFile = source {
+            return SymbolsManifestEntry(missing: "the source is a raw memory file, not this host's running kernel")
+        }
+        let table: SymbolTable
+        do {
+            table = try KernelSymbols.make(from: symbolSources, producerVersion: Manifest.toolVersion)
+        } catch {
+            warn("no symbol table for this kernel: \(error)")
+            return SymbolsManifestEntry(error: error)
+        }
+        do {
+            try writeSideFile(table.compressed, to: symbolsPath)
+        } catch {
+            warn("the symbol table could not be written: \(error)")
+            return SymbolsManifestEntry(missing: "the symbol table could not be written: \(error)")
+        }
+        for note in table.notes { warn(note) }
+        return SymbolsManifestEntry(table: table, path: symbolsPath)
     }
 
     /// System RAM to read: from a saved map (cut down to the live System RAM when
@@ -327,18 +377,20 @@ public struct MemoryCapture {
         }
         return CaptureReport(
             image: imageName, manifestPath: manifestPath, plan: plan, source: specification, capturedRanges: ranges,
-            earlierFailures: [], pipeline: result, startedAt: Date(), seconds: 0)
+            earlierFailures: [], pipeline: result, symbols: nil, startedAt: Date(), seconds: 0)
     }
 }
 
-/// A side file (manifest, symbol table) would land on the image itself.
+/// A side file (manifest, symbol table) would land on the image itself, or on another side file.
 public struct EvidenceRefusal: Error, CustomStringConvertible {
     public var role: String
     public var path: String
     public var image: String
+    /// What `image` is: the image, or the other side file.
+    public var other = "image"
 
     public var description: String {
-        "the \(role) \(escapedForLog(path)) is the image \(escapedForLog(image)) itself (the same file by path, "
+        "the \(role) \(escapedForLog(path)) is the \(other) \(escapedForLog(image)) itself (the same file by path, "
             + "spelling or link); refusing before anything is read or written, so that neither overwrites the other"
     }
 }

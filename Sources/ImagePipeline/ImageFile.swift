@@ -193,3 +193,27 @@ public final class ImageFile: ImageSink {
         }
     }
 }
+
+/// Writes a side file (a manifest, a symbol table) as an image is written: O_NOFOLLOW,
+/// mode 0600, never over a file that holds an image; an incomplete one is removed.
+/// - Throws: `.refused` when the path may not be written, `.destination` when writing fails.
+public func writeSideFile(_ bytes: [UInt8], to path: String) throws(CaptureError) {
+    let file: ImageFile
+    do {
+        file = try ImageFile(path: path, sideFile: true)
+    } catch {
+        throw .refused(error)
+    }
+    try writeAll(bytes, to: file)
+}
+
+/// Writes `bytes` into `file` and finishes it, or removes it.
+func writeAll(_ bytes: [UInt8], to file: ImageFile) throws(CaptureError) {
+    try withSink(file) { (sink) throws(CaptureError) in
+        do {
+            try bytes.withUnsafeBytes { try sink.write($0) }
+        } catch {
+            throw .destination(error)
+        }
+    }
+}

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import ImageFormats
+import KernelSymbols
 import MemorySources
 
 /// The chain-of-custody record written beside every image: what was taken,
@@ -62,6 +63,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var volatilityUnreadable: [AddressRange]?
     /// Seconds each stage of the pipeline worked, summed over its threads.
     public var timings: StageTimings?
+    /// The kernel's symbol table written beside the image, or why there is none.
+    public var symbols: SymbolsManifestEntry?
     /// Bytes of the image as written; nil when the capture failed.
     public var size: UInt64?
     public var sha256: String?
@@ -73,7 +76,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case tool, host, image, source, format, ranges, unreadable, size, sha256, error
-        case timings
+        case timings, symbols
         case sourceFailures = "source_failures"
         case volatilityUnreadable = "volatility_unreadable"
         case zeroBlocksSkipped = "zero_blocks_skipped"
@@ -86,9 +89,10 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     /// A manifest for a finished capture, or for one that failed.
     init(
-        capture: MemoryCapture, plan: CapturePlan?, outcome: Result<CaptureReport, CaptureError>, startedAt: Date,
-        finishedAt: Date
+        capture: MemoryCapture, plan: CapturePlan?, symbols: SymbolsManifestEntry?,
+        outcome: Result<CaptureReport, CaptureError>, startedAt: Date, finishedAt: Date
     ) {
+        self.symbols = symbols
         tool = Tool(name: "avml", version: Self.toolVersion)
         host = Self.currentHost()
         image = capture.imageName
@@ -154,13 +158,7 @@ public struct Manifest: Codable, Sendable, Equatable {
             try? file.abort()
             throw .destination(error)
         }
-        try withSink(file) { (sink) throws(CaptureError) in
-            do {
-                try bytes.withUnsafeBytes { try sink.write($0) }
-            } catch {
-                throw .destination(error)
-            }
-        }
+        try writeAll(bytes, to: file)
     }
 
     /// Reads a manifest written by `write(to:)`.

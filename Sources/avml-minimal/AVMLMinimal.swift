@@ -2,7 +2,7 @@ import AVMLCommands
 import ArgumentParser
 import ImagePipeline
 
-/// The acquire-only build: acquire, convert, verify, info and stream tcp, with no
+/// The acquire-only build: acquire, convert, verify, info, stream tcp and symbols, with no
 /// HTTP or TLS stack, so that less is copied onto the examined host. `acquire`'s
 /// upload options are refused with advice to use the full avml (`NoUpload`).
 @main
@@ -11,7 +11,9 @@ struct AVMLMinimal: AVMLRootCommand {
         commandName: "avml-minimal",
         abstract: "Acquire volatile memory for Linux (acquire-only build: no uploads; the full avml has them).",
         version: Manifest.toolVersion,
-        subcommands: [Acquire<NoUpload>.self, Convert.self, Verify.self, Info.self, Stream.self, UploadUnavailable.self],
+        subcommands: [
+            Acquire<NoUpload>.self, Convert.self, Verify.self, Info.self, Stream.self, Symbols.self, UploadUnavailable.self,
+        ],
         defaultSubcommand: Acquire<NoUpload>.self
     )
 

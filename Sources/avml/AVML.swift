@@ -10,7 +10,9 @@ struct AVML: AVMLRootCommand {
         commandName: "avml",
         abstract: "Acquire volatile memory for Linux: capture, convert and verify physical memory images.",
         version: Manifest.toolVersion,
-        subcommands: [Acquire<UploadOptions>.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self],
+        subcommands: [
+            Acquire<UploadOptions>.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self, Symbols.self,
+        ],
         defaultSubcommand: Acquire<UploadOptions>.self
     )
 

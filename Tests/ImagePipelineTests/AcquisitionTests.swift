@@ -1,5 +1,7 @@
 import Glibc
+import Hashing
 import ImageFormats
+import KernelSymbols
 import MemorySources
 import TestSupport
 import Testing
@@ -183,6 +185,57 @@ struct AcquisitionTests {
         #expect(error?.side == "refused")
         #expect(same(directory.read("evidence.lime"), evidence))
         #expect(!directory.exists("image.lime"))
+    }
+
+    /// The symbol-table fixtures of KernelSymbolsTests: pahole's BTF of a small C file, its kallsyms and banner.
+    static let symbolFixtures: SymbolSources = {
+        let tests = String(#filePath).split(separator: "/").dropLast(2).joined(separator: "/")
+        let fixtures = "/\(tests)/KernelSymbolsTests/Fixtures/"
+        return SymbolSources(btf: fixtures + "layout.btf", kallsyms: fixtures + "kallsyms", banner: fixtures + "version")
+    }()
+
+    @Test func theSymbolTableIsWrittenBeforeMemoryIsRead() throws {
+        // No source works, so the capture fails after the table was taken: it describes the kernel at the start.
+        var capture = acquisition(crash: nil, kcore: nil, mem: nil)
+        capture.symbolsPath = directory["image.lime.isf.json.gz"]
+        capture.symbolSources = Self.symbolFixtures
+        #expect(captureError { _ = try capture.run() }?.side == "source")
+        let table = try #require(directory.read("image.lime.isf.json.gz"))
+        #expect(table.starts(with: [0x1f, 0x8b]))
+        let entry = try #require(try Manifest.read(from: directory["image.lime.json"]).symbols)
+        #expect(entry.path == directory["image.lime.isf.json.gz"] && entry.size == UInt64(table.count))
+        #expect(entry.sha256 == hexDigest(SHA256.hash(data: table)))
+        #expect(entry.banner?.hasPrefix("Linux version 6.1.0-57-amd64") == true && entry.missing == nil)
+    }
+
+    @Test func noSymbolTableNeverFailsTheCaptureAndSaysWhy() throws {
+        var capture = acquisition(crash: directory.write("crash", Self.memory), kcore: nil, mem: nil)
+        capture.symbolsPath = directory["image.lime.isf.json.gz"]
+        capture.symbolSources = SymbolSources(btf: directory["no-btf"], kallsyms: nil, banner: directory["no-version"])
+        var warnings: [String] = []
+        _ = try capture.run(warn: { warnings.append($0) })
+        #expect(same(directory.read("image.lime"), expectedLiME()))
+        #expect(!directory.exists("image.lime.isf.json.gz"))
+        #expect(warnings.contains { $0.hasPrefix("no symbol table for this kernel") })
+        let entry = try #require(try Manifest.read(from: directory["image.lime.json"]).symbols)
+        #expect(entry.missing == true && entry.reason?.isEmpty == false && entry.path == nil)
+    }
+
+    @Test func aSymbolTablePathThatNamesTheImageOrTheManifestIsRefused() throws {
+        for name in ["image.lime", "image.lime.json"] {
+            var capture = acquisition(crash: directory.write("crash", Self.memory), kcore: nil, mem: nil)
+            capture.symbolsPath = directory[name]
+            capture.symbolSources = Self.symbolFixtures
+            let error = captureError { _ = try capture.run() }
+            #expect(error?.side == "refused" && error?.cause is EvidenceRefusal, "\(name)")
+            #expect(!directory.exists("image.lime") && !directory.exists("image.lime.json"))
+        }
+    }
+
+    @Test func symbolTablesGoBesideTheImageOrBesideAStreamsManifest() {
+        #expect(MemoryCapture.defaultSymbolsPath(image: "/x/mem.lime", manifest: "/x/mem.lime.json") == "/x/mem.lime.isf.json.gz")
+        #expect(MemoryCapture.defaultSymbolsPath(image: "-", manifest: "avml-h-T.json") == "avml-h-T.isf.json.gz")
+        #expect(MemoryCapture.defaultSymbolsPath(image: "/dev/stdout", manifest: "m.json") == "m.isf.json.gz")
     }
 
     @Test func aRawFileSourceCoversTheWholeFileWithoutIOMem() throws {

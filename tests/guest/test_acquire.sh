@@ -86,4 +86,11 @@ python3 "$HERE/compare.py" --iomem "$small/iomem.txt" --truth "$small/truth" --i
     --require-kernel-equal --min-coverage 0.999 || fail "the 256 MiB guest's image does not match its RAM"
 passed=$((passed + 1))
 echo "test_acquire: the $(stat -c %s "$AVML")-byte binary acquires in a 256 MiB guest too"
+
+# --- Symbol tables (issue 9) -------------------------------------------------
+# `avml symbols` in a guest run of its own, then Volatility 3 on images captured
+# right after it, against /proc snapshots (test_symbols.sh, check_symbols.py).
+"$HERE/test_symbols.sh" "$CACHE_DIR" "$AVML" "$OUT-symbols" || fail "symbol tables (see check_symbols lines above)"
+passed=$((passed + 1))
+# --- end of symbol tables ----------------------------------------------------
 echo "$((passed + 4)) passed, 0 failed"

@@ -1,10 +1,13 @@
 import Glibc
 import ImageFormats
+import KernelSymbols
 import MemorySources
 
 // One libFuzzer entry point over every reader of untrusted bytes: raw Snappy
 // blocks, framed streams, record headers, whole images (through a file, as
-// `avml convert` reads them), /proc/iomem text and kcore ELF headers.
+// `avml convert` reads them), /proc/iomem text and kcore ELF headers, and for
+// symbol tables: BTF (read, then written out as ISF types), kallsyms or System.map
+// text, and the VMCOREINFO note of an ELF core.
 // Any crash, overflow trap or sanitizer report is a bug; thrown errors are fine.
 
 private let imagePath = "/dev/shm/avml-fuzz-\(getpid()).img"
@@ -14,7 +17,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     guard let selector = bytes.first else { return 0 }
     let input = Array(bytes.dropFirst())
-    switch selector % 6 {
+    switch selector % 9 {
     case 0:
         _ = try? Snappy.decompress(input, limit: 1 << 20)
     case 1:
@@ -25,8 +28,17 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         readImage(input)
     case 4:
         _ = try? IOMem.systemRAM(String(decoding: input, as: UTF8.self), path: "fuzz")
-    default:
+    case 5:
         _ = try? KCore.segments(path: "fuzz") { (offset, count) throws(SourceError) in
+            guard offset < UInt64(input.count) else { return [] }
+            return Array(input[Int(offset)..<min(input.count, Int(offset) + min(count, 1 << 20))])
+        }
+    case 6:
+        if let btf = try? BTF(bytes: input) { _ = try? btf.isfTypes() }
+    case 7:
+        _ = try? SymbolList(parsing: input, path: "fuzz")
+    default:
+        _ = try? VMCoreInfo.text { offset, count in
             guard offset < UInt64(input.count) else { return [] }
             return Array(input[Int(offset)..<min(input.count, Int(offset) + min(count, 1 << 20))])
         }

@@ -1,0 +1,456 @@
+// Volatility 3's Intermediate Symbol Format (ISF), format 6.2.0 as dwarf2json
+// writes it and volatility3/schemas/schema-6.2.0.json describes it:
+//
+//   { "metadata":   { "format": "6.2.0", "producer": {name, version}, "linux": {"symbols": [source...]} },
+//     "base_types": { "int": {size, signed, kind: int|char|bool|float|void, endian}, "pointer": ..., "void": ... },
+//     "user_types": { "task_struct": {kind: struct|union, size, fields: {"pid": {type, offset[, anonymous]}}} },
+//     "enums":      { "pid_type": {size, base, constants: {"PIDTYPE_PID": 0, ...}} },
+//     "symbols":    { "init_task": {address[, type][, constant_data (base64)]} } }
+//
+// A type descriptor is {"kind": "base", "name"} | {"kind": "pointer", "subtype"} |
+// {"kind": "array", "count", "subtype"} | {"kind": "struct"|"union", "name"} |
+// {"kind": "enum", "name"} | {"kind": "function"} |
+// {"kind": "bitfield", "bit_position", "bit_length", "type": base or enum}.
+// Typedefs and qualifiers are resolved away, as dwarf2json does.
+//
+// Names: a struct, union or enum keeps its C tag. Tags that BTF holds more than
+// once (different layouts from different compilation units) go to the lowest type
+// id; the others become "TAG__ID". Types without a tag become "unnamed_struct_ID",
+// "unnamed_union_ID", "unnamed_enum_ID"; members without a name "unnamed_field_INDEX"
+// (marked anonymous when they are a struct or union, which Volatility flattens).
+
+import FoundationEssentials
+
+/// A symbol as it goes into the table: its link-time address and what is known of its type.
+struct ISFSymbol {
+    var name: String
+    var address: UInt64
+    /// A type descriptor in JSON, when one is known.
+    var type: [UInt8]?
+    var constantData: [UInt8]?
+}
+
+/// Where the symbol addresses came from, for the ISF's metadata.
+struct ISFSource {
+    var name: String
+    var sha256: String
+}
+
+/// Turns checked BTF into ISF JSON.
+struct ISFWriter {
+    let btf: BTF
+    /// ISF names of structs and unions (and forward declarations), by type id.
+    private var userNames: [String?]
+    /// ISF names of enums, by type id.
+    private var enumNames: [String?]
+    private var descriptors: [[UInt8]?]
+    private let endian: String
+    /// First type id of each name, per kind, for looking up declared types.
+    private var firstByName: [BTFKind: [String: UInt32]] = [:]
+
+    init(btf: BTF) throws(BTFError) {
+        self.btf = btf
+        endian = btf.byteOrder.rawValue
+        let count = btf.types.count
+        userNames = Array(repeating: nil, count: count)
+        enumNames = Array(repeating: nil, count: count)
+        descriptors = Array(repeating: nil, count: count)
+        var userTaken: [String: UInt32] = [:]
+        var enumTaken: [String: UInt32] = [:]
+        func assign(_ name: String, _ id: UInt32, in taken: inout [String: UInt32]) -> String {
+            var candidate = name
+            while taken[candidate] != nil { candidate += "__\(id)" }
+            taken[candidate] = id
+            return candidate
+        }
+        for (index, type) in btf.types.enumerated().dropFirst() {
+            let id = UInt32(index)
+            switch type.kind {
+            case .structure, .union:
+                let base = type.name.isEmpty ? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : type.name
+                userNames[index] = assign(base, id, in: &userTaken)
+            case .enumeration, .enum64:
+                enumNames[index] = assign(type.name.isEmpty ? "unnamed_enum_\(id)" : type.name, id, in: &enumTaken)
+            default:
+                break
+            }
+            if !type.name.isEmpty && firstByName[type.kind]?[type.name] == nil {
+                firstByName[type.kind, default: [:]][type.name] = id
+            }
+        }
+        // A forward declaration stands for the definition of the same tag, when there is one.
+        for (index, type) in btf.types.enumerated() where type.kind == .forward {
+            guard !type.name.isEmpty else {
+                throw BTFError(.types, typeID: UInt32(index), "FWD without a name")
+            }
+            userNames[index] = type.name
+        }
+    }
+
+    // MARK: Descriptors
+
+    /// The ISF type descriptor of a BTF type, as JSON bytes, memoised.
+    mutating func descriptor(of id: UInt32) throws(BTFError) -> [UInt8] {
+        if let cached = descriptors[Int(id)] { return cached }
+        var json = JSONWriter(capacity: 64)
+        if id == 0 {
+            json.raw(#"{"kind":"base","name":"void"}"#)
+        } else {
+            let type = btf.types[Int(id)]
+            switch type.kind {
+            case .int, .float:
+                json.raw(#"{"kind":"base","name":"#)
+                json.string(baseName(id))
+                json.raw("}")
+            case .pointer:
+                json.raw(#"{"kind":"pointer","subtype":"#)
+                json.raw(try descriptor(of: type.sizeOrType))
+                json.raw("}")
+            case .array:
+                guard case .array(let element, _, let count) = type.detail else { break }
+                json.raw(#"{"kind":"array","count":"#)
+                json.number(UInt64(count))
+                json.raw(#","subtype":"#)
+                json.raw(try descriptor(of: element))
+                json.raw("}")
+            case .structure, .union, .forward:
+                let isUnion = type.kind == .union || (type.kind == .forward && type.kindFlag)
+                json.raw(isUnion ? #"{"kind":"union","name":"# : #"{"kind":"struct","name":"#)
+                json.string(userNames[Int(id)] ?? type.name)
+                json.raw("}")
+            case .enumeration, .enum64:
+                json.raw(#"{"kind":"enum","name":"#)
+                json.string(enumNames[Int(id)] ?? type.name)
+                json.raw("}")
+            case .typedef, .volatile, .const, .restrict, .typeTag:
+                json.raw(try descriptor(of: type.sizeOrType))
+            case .function, .functionPrototype:
+                json.raw(#"{"kind":"function"}"#)
+            case .variable, .dataSection, .declTag:
+                throw BTFError(.types, typeID: id, "a \(type.kind) is used where a data type is expected")
+            }
+        }
+        descriptors[Int(id)] = json.bytes
+        return json.bytes
+    }
+
+    private func baseName(_ id: UInt32) -> String {
+        let name = btf.types[Int(id)].name
+        return name.isEmpty ? "unnamed_base_\(id)" : name
+    }
+
+    // MARK: Declared types of symbols
+
+    /// The descriptor and byte size of a declared C type, or nil when this kernel's BTF lacks it.
+    mutating func resolve(_ declared: DeclaredType, address: UInt64, nextAddress: UInt64?, kernel: (Int, Int)?) -> (
+        json: [UInt8], size: UInt64?
+    )? {
+        func named(_ kind: BTFKind, _ name: String) -> UInt32? { firstByName[kind]?[name] }
+        func fromID(_ id: UInt32?) -> ([UInt8], UInt64?)? {
+            guard let id, let json = try? descriptor(of: id) else { return nil }
+            return (json, btf.size(of: id))
+        }
+        switch declared {
+        case .base(let name):
+            return fromID(named(.int, name) ?? named(.float, name))
+        case .structure(let name):
+            return fromID(named(.structure, name))
+        case .union(let name):
+            return fromID(named(.union, name))
+        case .typedef(let name):
+            return fromID(named(.typedef, name))
+        case .function:
+            return (Array(#"{"kind":"function"}"#.utf8), nil)
+        case .anonymousStructure(let members):
+            let id = btf.types.indices.first { index in
+                let type = btf.types[index]
+                return type.kind == .structure && type.name.isEmpty && type.members.map(\.name) == members
+            }
+            return fromID(id.map(UInt32.init))
+        case .pointer(let target):
+            guard let inner = resolve(target, address: address, nextAddress: nil, kernel: kernel) else { return nil }
+            return (Array(#"{"kind":"pointer","subtype":"#.utf8) + inner.json + [0x7d], UInt64(btf.pointerSize))
+        case .array(let element, let count):
+            guard let inner = resolve(element, address: address, nextAddress: nil, kernel: kernel) else { return nil }
+            let elements: UInt64
+            switch count {
+            case .fixed(let value):
+                elements = UInt64(value)
+            case .untilNextSymbol:
+                guard let size = inner.size, size > 0, let nextAddress, nextAddress > address else { return nil }
+                elements = (nextAddress - address) / size
+            case .byKernelVersion(let table):
+                guard let kernel, let entry = table.last(where: { ($0.major, $0.minor) <= kernel }) else { return nil }
+                elements = UInt64(entry.count)
+            }
+            var json = JSONWriter(capacity: inner.json.count + 40)
+            json.raw(#"{"kind":"array","count":"#)
+            json.number(elements)
+            json.raw(#","subtype":"#)
+            json.raw(inner.json)
+            json.raw("}")
+            let total = inner.size.map { $0.multipliedReportingOverflow(by: elements) }
+            return (json.bytes, total?.overflow == false ? total?.partialValue : nil)
+        case .firstOf(let choices):
+            for choice in choices {
+                if let found = resolve(choice, address: address, nextAddress: nextAddress, kernel: kernel) { return found }
+            }
+            return nil
+        }
+    }
+
+    /// Descriptors of the BTF variables (per-CPU ones, in current kernels) and functions, by name.
+    mutating func btfSymbolTypes() throws(BTFError) -> [String: [UInt8]] {
+        var result: [String: [UInt8]] = [:]
+        let function = Array(#"{"kind":"function"}"#.utf8)
+        for type in btf.types where !type.name.isEmpty {
+            switch type.kind {
+            case .variable:
+                result[type.name] = try descriptor(of: type.sizeOrType)
+            case .function:
+                if result[type.name] == nil { result[type.name] = function }
+            default:
+                break
+            }
+        }
+        return result
+    }
+
+    // MARK: The document
+
+    /// The counts of what `write` wrote.
+    struct Counts {
+        var baseTypes = 0
+        var userTypes = 0
+        var enums = 0
+        var symbols = 0
+    }
+
+    /// The whole ISF document.
+    mutating func write(
+        symbols: [ISFSymbol], producerVersion: String, sources: [ISFSource]
+    ) throws(BTFError) -> (json: [UInt8], counts: Counts) {
+        var counts = Counts()
+        var json = JSONWriter(capacity: 48 << 20)
+        json.raw(#"{"metadata":{"format":"6.2.0","producer":{"name":"avml","version":"#)
+        json.string(producerVersion)
+        json.raw(#"},"linux":{"symbols":["#)
+        for (index, source) in sources.enumerated() {
+            if index > 0 { json.byte(0x2c) }
+            json.raw(#"{"kind":"system-map","name":"#)
+            json.string(source.name)
+            json.raw(#","hash_type":"sha256","hash_value":"#)
+            json.string(source.sha256)
+            json.raw("}")
+        }
+        json.raw("]}},")
+        counts.baseTypes = writeBaseTypes(&json)
+        json.byte(0x2c)
+        counts.userTypes = try writeUserTypes(&json)
+        json.byte(0x2c)
+        counts.enums = writeEnums(&json)
+        json.raw(#","symbols":{"#)
+        for (index, symbol) in symbols.enumerated() {
+            if index > 0 { json.byte(0x2c) }
+            json.key(symbol.name)
+            json.raw(#"{"address":"#)
+            json.number(symbol.address)
+            if let type = symbol.type {
+                json.raw(#","type":"#)
+                json.raw(type)
+            }
+            if let data = symbol.constantData {
+                json.raw(#","constant_data":"#)
+                json.string(Data(data).base64EncodedString())
+            }
+            json.raw("}")
+        }
+        counts.symbols = symbols.count
+        json.raw("}}\n")
+        return (json.bytes, counts)
+    }
+
+    private func writeBaseType(_ json: inout JSONWriter, _ name: String, size: UInt32, signed: Bool, kind: StaticString) {
+        json.key(name)
+        json.raw(#"{"size":"#)
+        json.number(UInt64(size))
+        json.raw(#","signed":"#)
+        json.bool(signed)
+        json.raw(#","kind":""#)
+        json.raw(kind)
+        json.raw(#"","endian":"#)
+        json.string(endian)
+        json.raw("}")
+    }
+
+    private func writeBaseTypes(_ json: inout JSONWriter) -> Int {
+        json.raw(#""base_types":{"#)
+        writeBaseType(&json, "pointer", size: UInt32(btf.pointerSize), signed: false, kind: "int")
+        json.byte(0x2c)
+        writeBaseType(&json, "void", size: 0, signed: false, kind: "void")
+        var written: Set<String> = ["pointer", "void"]
+        for (index, type) in btf.types.enumerated().dropFirst() {
+            guard type.kind == .int || type.kind == .float else { continue }
+            let name = baseName(UInt32(index))
+            guard written.insert(name).inserted else { continue }
+            json.byte(0x2c)
+            if type.kind == .float {
+                writeBaseType(&json, name, size: type.sizeOrType, signed: true, kind: "float")
+                continue
+            }
+            guard case .integer(let encoding, _, _) = type.detail else { continue }
+            let kind: StaticString =
+                if encoding & BTFType.boolEncoding != 0 || name == "_Bool" {
+                    "bool"
+                } else if encoding & BTFType.charEncoding != 0 || (type.sizeOrType == 1 && name.hasSuffix("char")) {
+                    "char"
+                } else {
+                    "int"
+                }
+            writeBaseType(&json, name, size: type.sizeOrType, signed: encoding & BTFType.signedEncoding != 0, kind: kind)
+        }
+        json.raw("}")
+        return written.count
+    }
+
+    private mutating func writeUserTypes(_ json: inout JSONWriter) throws(BTFError) -> Int {
+        json.raw(#""user_types":{"#)
+        var count = 0
+        for (index, type) in btf.types.enumerated() where type.kind == .structure || type.kind == .union {
+            let id = UInt32(index)
+            if count > 0 { json.byte(0x2c) }
+            count += 1
+            json.key(userNames[index] ?? type.name)
+            json.raw(type.kind == .union ? #"{"kind":"union","size":"# : #"{"kind":"struct","size":"#)
+            json.number(UInt64(type.sizeOrType))
+            json.raw(#","fields":{"#)
+            for (position, member) in type.members.enumerated() {
+                if position > 0 { json.byte(0x2c) }
+                try writeMember(&json, member, position: position, of: id, structSize: type.sizeOrType)
+            }
+            json.raw("}}")
+        }
+        json.raw("}")
+        return count
+    }
+
+    private mutating func writeMember(
+        _ json: inout JSONWriter, _ member: BTFMember, position: Int, of owner: UInt32, structSize: UInt32
+    ) throws(BTFError) {
+        func bad(_ detail: String) -> BTFError {
+            BTFError(.types, typeID: owner, "member \(position) ('\(member.name)'): \(detail)")
+        }
+        guard UInt64(member.bitOffset) <= UInt64(structSize) * 8 else {
+            throw bad("bit offset \(member.bitOffset) is past the end of the \(structSize)-byte type")
+        }
+        let resolved = btf.skippingQualifiers(member.type)
+        let resolvedType = btf.types[Int(resolved)]
+        var anonymous = false
+        if member.name.isEmpty {
+            json.key("unnamed_field_\(position)")
+            anonymous = resolved != 0 && (resolvedType.kind == .structure || resolvedType.kind == .union)
+        } else {
+            json.key(member.name)
+        }
+        // A bitfield: its width is in the member (kind_flag) or, without kind_flag, in its INT type.
+        var bitOffset = UInt64(member.bitOffset)
+        var width = UInt64(member.bitfieldSize)
+        if width == 0, resolved != 0, case .integer(_, let intOffset, let bits) = resolvedType.detail,
+            UInt64(bits) < UInt64(resolvedType.sizeOrType) * 8 || intOffset != 0
+        {
+            bitOffset += UInt64(intOffset)
+            width = UInt64(bits)
+        }
+        if width == 0 {
+            guard bitOffset % 8 == 0 else { throw bad("bit offset \(bitOffset) is not on a byte boundary") }
+            json.raw(#"{"type":"#)
+            json.raw(try descriptor(of: member.type))
+            json.raw(#","offset":"#)
+            json.number(bitOffset / 8)
+            if anonymous { json.raw(#","anonymous":true"#) }
+            json.raw("}")
+            return
+        }
+        // Volatility reads the bitfield's base type at the member's byte offset and takes
+        // bit_position..bit_position+bit_length of it: use the storage unit the compiler
+        // used (aligned to the base type's size), else the byte holding the first bit, else
+        // the last unit inside the struct, preferring one that stays inside the struct
+        // (packed structs put bitfields across alignment boundaries).
+        guard resolved != 0, [.int, .enumeration, .enum64].contains(resolvedType.kind) else {
+            throw bad(
+                "a bitfield whose type is \(resolved == 0 ? "void" : resolvedType.kind.description), not an integer or enum")
+        }
+        let unitBytes = UInt64(resolvedType.sizeOrType)
+        guard unitBytes > 0, width <= unitBytes * 8 else {
+            throw bad("a \(width)-bit bitfield in a \(resolvedType.sizeOrType)-byte type")
+        }
+        let candidates =
+            [bitOffset / (unitBytes * 8) * unitBytes, bitOffset / 8]
+            + (UInt64(structSize) >= unitBytes ? [UInt64(structSize) - unitBytes] : [])
+        let fitting = candidates.filter { $0 * 8 <= bitOffset && bitOffset - $0 * 8 + width <= unitBytes * 8 }
+        guard let unit = fitting.first(where: { $0 + unitBytes <= UInt64(structSize) }) ?? fitting.first else {
+            throw bad("a \(width)-bit bitfield at bit \(bitOffset) does not fit its \(unitBytes)-byte type")
+        }
+        json.raw(#"{"type":{"kind":"bitfield","bit_position":"#)
+        json.number(bitOffset - unit * 8)
+        json.raw(#","bit_length":"#)
+        json.number(width)
+        json.raw(#","type":"#)
+        json.raw(try descriptor(of: resolved))
+        json.raw(#"},"offset":"#)
+        json.number(unit)
+        json.raw("}")
+    }
+
+    private func writeEnums(_ json: inout JSONWriter) -> Int {
+        // Base types per (size, signed): prefer kind int, then the shortest name.
+        var bases: [String: String] = [:]
+        for type in btf.types where type.kind == .int && !type.name.isEmpty {
+            guard case .integer(let encoding, _, _) = type.detail, encoding & (BTFType.boolEncoding | BTFType.charEncoding) == 0
+            else { continue }
+            let isChar = type.sizeOrType == 1 && type.name.hasSuffix("char")
+            let key = "\(type.sizeOrType)/\(encoding & BTFType.signedEncoding != 0)"
+            if let existing = bases[key] {
+                let existingIsChar = existing.hasSuffix("char")
+                if (isChar ? 1 : 0, type.name.count) >= (existingIsChar ? 1 : 0, existing.count) { continue }
+            }
+            bases[key] = type.name
+        }
+        json.raw(#""enums":{"#)
+        var count = 0
+        for (index, type) in btf.types.enumerated() where type.kind == .enumeration || type.kind == .enum64 {
+            if count > 0 { json.byte(0x2c) }
+            count += 1
+            json.key(enumNames[index] ?? type.name)
+            json.raw(#"{"size":"#)
+            json.number(UInt64(type.sizeOrType))
+            json.raw(#","base":"#)
+            json.string(bases["\(type.sizeOrType)/\(type.kindFlag)"] ?? "void")
+            json.raw(#","constants":{"#)
+            for (position, constant) in type.enumerators.enumerated() {
+                if position > 0 { json.byte(0x2c) }
+                json.key(constant.name)
+                if type.kindFlag {
+                    json.number(Int64(bitPattern: constant.value))
+                } else {
+                    json.number(constant.value)
+                }
+            }
+            json.raw("}}")
+        }
+        json.raw("}")
+        return count
+    }
+}
+
+extension BTF {
+    /// An ISF document holding these types and no symbols: what `avml symbols` writes
+    /// minus the addresses (for tools and the fuzzer; Volatility needs the symbols too).
+    ///
+    /// - Throws: `BTFError` for types that cannot be described (a bitfield of a struct, say).
+    public func isfTypes() throws(BTFError) -> [UInt8] {
+        var writer = try ISFWriter(btf: self)
+        _ = try writer.btfSymbolTypes()
+        return try writer.write(symbols: [], producerVersion: "0.0.0", sources: []).json
+    }
+}

@@ -1,0 +1,322 @@
+import Hashing
+import ImageFormats
+import SystemPackage
+
+/// The kernel banner (/proc/version): `linux_banner`'s text, which Volatility scans images for.
+struct Banner {
+    /// Without the trailing newline.
+    var text: String
+    /// `linux_banner` as it is in memory: the text, a newline, a NUL.
+    var constantData: [UInt8]
+    /// `uname -r`: the word after "Linux version ".
+    var release: String
+    /// Major and minor version, when the release starts with them.
+    var version: (Int, Int)?
+
+    init(_ bytes: [UInt8], path: String) throws(SymbolTableError) {
+        var end = bytes.count
+        while end > 0 && [0x00, 0x0a, 0x0d, 0x20].contains(bytes[end - 1]) { end -= 1 }
+        let text = String(decoding: bytes[..<end], as: UTF8.self)
+        let prefix = "Linux version "
+        guard text.hasPrefix(prefix) else {
+            throw SymbolTableError(.badBanner(path: path, detail: "it does not start with '\(prefix)'"))
+        }
+        guard !text.contains("\n") else {
+            throw SymbolTableError(.badBanner(path: path, detail: "it has more than one line"))
+        }
+        self.text = text
+        constantData = Array(text.utf8) + [0x0a, 0x00]
+        release = String(text.dropFirst(prefix.count).prefix { $0 != " " })
+        let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        version = numbers.count == 2 ? (numbers[0], numbers[1]) : nil
+    }
+}
+
+/// The symbol addresses chosen for the table, and the files behind them.
+struct AddressSource {
+    var list: SymbolList
+    var isKallsyms: Bool
+    /// kallsyms with its addresses, when it shows them (for the KASLR offset).
+    var visibleKallsyms: SymbolList?
+    var kallsymsPath: String?
+    var kallsymsSHA256: String?
+    var systemMap: SymbolList?
+    var systemMapPath: String?
+    var systemMapSHA256: String?
+}
+
+extension KernelSymbols {
+    /// The required symbols `list` lacks.
+    static func missingSymbols(in list: SymbolList) -> [String] {
+        var missing = requiredSymbols.filter { list.symbol(named: $0) == nil }
+        if !pageTableSymbols.contains(where: { list.symbol(named: $0) != nil }) {
+            missing.append(pageTableSymbols.joined(separator: " or "))
+        }
+        return missing
+    }
+
+    /// kallsyms when it can serve, else a System.map that agrees with the running kernel.
+    static func chooseAddresses(
+        _ sources: SymbolSources, banner: Banner, btf: BTF, notes: inout [String]
+    ) throws(SymbolTableError) -> AddressSource {
+        var result = AddressSource(list: SymbolList(symbols: []), isKallsyms: false)
+        // Why kallsyms cannot serve, when it cannot.
+        var kallsymsProblem: KallsymsProblem?
+        if let path = sources.kallsyms {
+            do throws(SymbolTableError) {
+                let bytes = try readFile(path, limit: maximumSymbolFileBytes)
+                let list: SymbolList
+                do {
+                    list = try SymbolList(parsing: bytes, path: path)
+                } catch {
+                    throw SymbolTableError(.badSymbolFile(error))
+                }
+                result.kallsymsPath = path
+                result.kallsymsSHA256 = sha256Hex(bytes)
+                if list.addressesHidden {
+                    kallsymsProblem = .hidden
+                } else {
+                    result.visibleKallsyms = list.symbols.isEmpty ? nil : list
+                    let missing = missingSymbols(in: list)
+                    if missing.isEmpty {
+                        result.list = list
+                        result.isKallsyms = true
+                    } else {
+                        kallsymsProblem = .lacks(missing)
+                    }
+                }
+            } catch let error {
+                guard case .unreadable(_, .noSuchFileOrDirectory) = error.reason,
+                    sources.systemMap != nil || sources.systemMapDirectory != nil
+                else { throw error }
+                kallsymsProblem = .absent
+            }
+        }
+        let mapPath = sources.systemMap ?? sources.systemMapDirectory.map { "\($0)/System.map-\(banner.release)" }
+        var mapProblem: String?
+        if let mapPath {
+            do {
+                let (map, sha) = try loadSystemMap(mapPath, kallsyms: result.visibleKallsyms, btf: btf, notes: &notes)
+                result.systemMap = map
+                result.systemMapPath = mapPath
+                result.systemMapSHA256 = sha
+                if !result.isKallsyms { result.list = map }
+            } catch let problem {
+                mapProblem = problem.detail
+            }
+        } else {
+            mapProblem = "none was given"
+        }
+        if result.isKallsyms {
+            if let mapProblem, sources.systemMap != nil {
+                notes.append("System.map not used: \(mapProblem)")
+            }
+            return result
+        }
+        guard let mapProblem else {
+            if let kallsymsProblem, let path = sources.kallsyms {
+                notes.append("addresses from \(escapedForLog(mapPath ?? "")): \(kallsymsProblem.describe(path))")
+            }
+            return result
+        }
+        guard let path = sources.kallsyms, let kallsymsProblem else {
+            throw SymbolTableError(mapPath == nil ? .noSymbolSource : .badSystemMap(mapProblem))
+        }
+        switch kallsymsProblem {
+        case .hidden: throw SymbolTableError(.addressesHidden(kallsyms: path, systemMap: mapProblem))
+        case .lacks(let names): throw SymbolTableError(.missingSymbols(names: names, source: path, systemMap: mapProblem))
+        case .absent: throw SymbolTableError(.noKallsyms(path: path, systemMap: mapProblem))
+        }
+    }
+
+    /// Why kallsyms cannot give the table's addresses.
+    enum KallsymsProblem {
+        case hidden
+        case lacks([String])
+        case absent
+
+        func describe(_ path: String) -> String {
+            switch self {
+            case .hidden: "\(escapedForLog(path)) hides them (kptr_restrict)"
+            case .lacks(let names): "\(escapedForLog(path)) lacks \(names.joined(separator: ", "))"
+            case .absent: "\(escapedForLog(path)) does not exist" + (path.hasPrefix("/proc/") ? " (CONFIG_KALLSYMS is off)" : "")
+            }
+        }
+    }
+
+    struct MapProblem: Error {
+        var detail: String
+    }
+
+    /// Reads a System.map and checks it belongs to the kernel described by kallsyms or the BTF.
+    static func loadSystemMap(
+        _ path: String, kallsyms: SymbolList?, btf: BTF, notes: inout [String]
+    ) throws(MapProblem) -> (SymbolList, String) {
+        let bytes: [UInt8]
+        do {
+            bytes = try readFile(path, limit: maximumSymbolFileBytes)
+        } catch {
+            throw MapProblem(detail: error.description)
+        }
+        let map: SymbolList
+        do {
+            map = try SymbolList(parsing: bytes, path: path)
+        } catch {
+            throw MapProblem(detail: "\(error) (Debian ships a placeholder; the real map is in linux-image-RELEASE-dbg)")
+        }
+        let missing = missingSymbols(in: map)
+        guard missing.isEmpty else {
+            throw MapProblem(detail: "\(escapedForLog(path)) lacks \(missing.joined(separator: ", "))")
+        }
+        if let kallsyms, let runningText = kallsyms.symbol(named: "_text")?.address,
+            let mapText = map.symbol(named: "_text")?.address
+        {
+            // Same build: every global function sits at the same distance from _text.
+            var matched = 0
+            var differing: [String] = []
+            for symbol in kallsyms.symbols where symbol.module == nil && symbol.type == UInt8(ascii: "T") {
+                guard let other = map.symbol(named: symbol.name), other.type == UInt8(ascii: "T") else { continue }
+                if symbol.address &- runningText == other.address &- mapText {
+                    matched += 1
+                } else {
+                    differing.append(symbol.name)
+                }
+            }
+            guard differing.isEmpty, matched > 0 else {
+                throw MapProblem(
+                    detail: "\(escapedForLog(path)) is not the running kernel's: of the global functions both list, "
+                        + "\(differing.count) of \(matched + differing.count) lie elsewhere relative to _text "
+                        + "(first: \(differing.prefix(3).joined(separator: ", ")))")
+            }
+            return (map, sha256Hex(bytes))
+        }
+        // kallsyms hides its addresses: compare the per-CPU variables' offsets, which the BTF records.
+        var matched = 0
+        var differing: [String] = []
+        if let start = map.symbol(named: "__per_cpu_start")?.address {
+            for section in btf.types where section.kind == .dataSection && section.name == ".data..percpu" {
+                guard case .sectionVariables(let variables) = section.detail else { continue }
+                for variable in variables {
+                    let name = btf.types[Int(variable.type)].name
+                    guard let symbol = map.symbol(named: name) else { continue }
+                    if symbol.address &- start == UInt64(variable.offset) {
+                        matched += 1
+                    } else {
+                        differing.append(name)
+                    }
+                }
+            }
+        }
+        guard differing.isEmpty else {
+            throw MapProblem(
+                detail: "\(escapedForLog(path)) is not the running kernel's: \(differing.count) of \(matched + differing.count) "
+                    + "per-CPU variables are at other offsets than the BTF says (first: \(differing.prefix(3).joined(separator: ", ")))"
+            )
+        }
+        if matched == 0 {
+            notes.append("\(escapedForLog(path)) could be checked against the running kernel by its name only")
+        }
+        return (map, sha256Hex(bytes))
+    }
+
+    /// The KASLR offset: VMCOREINFO's KERNELOFFSET, else kallsyms' `_text` against the
+    /// System.map's, else against x86-64's default link address.
+    static func kaslrOffset(
+        _ sources: SymbolSources, addresses: AddressSource, banner: Banner, notes: inout [String]
+    ) -> (value: UInt64?, source: String) {
+        if let kcore = sources.kcore {
+            do {
+                let text = try readVMCoreInfo(kcore)
+                if let text, let offset = VMCoreInfo.kernelOffset(in: text) {
+                    let release = VMCoreInfo.release(in: text)
+                    if release == nil || release == banner.release {
+                        return (offset, "KERNELOFFSET in \(kcore)'s VMCOREINFO note")
+                    }
+                    notes.append("\(escapedForLog(kcore))'s VMCOREINFO is for release \(escapedForLog(release ?? "")); ignored")
+                }
+            } catch {
+                notes.append("KASLR offset not read from \(escapedForLog(kcore)): \(error)")
+            }
+        }
+        guard let running = addresses.visibleKallsyms?.symbol(named: "_text")?.address else {
+            return (nil, "unknown (no kallsyms addresses)")
+        }
+        if let linked = addresses.systemMap?.symbol(named: "_text")?.address {
+            return (running &- linked, "kallsyms _text minus System.map _text")
+        }
+        if x8664KernelMap.contains(running) && running >= x8664LinkAddress {
+            notes.append(
+                "KASLR offset assumes the x86-64 default link address \(hex(x8664LinkAddress)) (CONFIG_PHYSICAL_START unchanged)")
+            return (running - x8664LinkAddress, "kallsyms _text minus the x86-64 default link address \(hex(x8664LinkAddress))")
+        }
+        return (nil, "unknown (no VMCOREINFO or System.map, and not an x86-64 kernel)")
+    }
+
+    /// Link-time addresses, as Volatility's tables hold them: kallsyms' addresses in the
+    /// kernel image (from `_text` on) less the KASLR offset; per-CPU offsets and other
+    /// absolute values as they are. System.map's are link-time already.
+    static func linkTimeAddresses(_ symbols: [KernelSymbol], fromKallsyms: Bool, offset: UInt64?, list: SymbolList)
+        -> [KernelSymbol]
+    {
+        guard fromKallsyms, let offset, offset != 0, let text = list.symbol(named: "_text")?.address else { return symbols }
+        return symbols.map { symbol in
+            var shifted = symbol
+            if symbol.address >= text { shifted.address = symbol.address &- offset }
+            return shifted
+        }
+    }
+
+    static func readVMCoreInfo(_ path: String) throws -> String? {
+        let descriptor = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
+        return try descriptor.closeAfter {
+            try VMCoreInfo.text { offset, count in
+                var buffer = [UInt8](repeating: 0, count: count)
+                let got = try buffer.withUnsafeMutableBytes { try descriptor.readFully(into: $0, atOffset: offset) }
+                return Array(buffer.prefix(got))
+            }
+        }
+    }
+
+    /// The whole file, read to its end (/proc and sysfs files report no size).
+    static func readFile(_ path: String, limit: Int) throws(SymbolTableError) -> [UInt8] {
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
+        } catch {
+            throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
+        }
+        defer { try? descriptor.close() }
+        var bytes = [UInt8](repeating: 0, count: 1 << 16)
+        var filled = 0
+        while true {
+            if filled == bytes.count {
+                guard filled <= limit else { throw SymbolTableError(.tooLarge(path: path, limit: limit)) }
+                bytes.append(contentsOf: repeatElement(0, count: min(bytes.count, limit + 1 - filled + 1)))
+            }
+            let count: Int
+            do {
+                count = try bytes.withUnsafeMutableBytes { raw in
+                    try descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]), retryOnInterrupt: true)
+                }
+            } catch {
+                throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
+            }
+            if count == 0 { break }
+            filled += count
+        }
+        guard filled <= limit else { throw SymbolTableError(.tooLarge(path: path, limit: limit)) }
+        bytes.removeSubrange(filled...)
+        return bytes
+    }
+}
+
+/// Lower-case hex SHA-256.
+func sha256Hex(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var text: [UInt8] = []
+    for byte in SHA256.hash(data: bytes) {
+        text.append(digits[Int(byte >> 4)])
+        text.append(digits[Int(byte & 0xf)])
+    }
+    return String(decoding: text, as: UTF8.self)
+}

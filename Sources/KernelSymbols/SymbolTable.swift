@@ -1,0 +1,279 @@
+import Hashing
+import ImageFormats
+import SystemPackage
+
+/// A Volatility 3 symbol table for the kernel whose files were read, and what went into it.
+public struct SymbolTable: Sendable, Equatable {
+    /// The ISF JSON, gzip-compressed: what goes into `IMAGE.isf.json.gz`.
+    public var compressed: [UInt8]
+    /// SHA-256 of `compressed`, lower-case hex.
+    public var sha256: String
+    /// The kernel's banner (/proc/version) without its newline; the table's `linux_banner`.
+    public var banner: String
+    /// Running address minus link-time address of the kernel image; nil when unknown
+    /// (Volatility finds the shift itself by scanning the image, so the table works either way).
+    public var kaslrOffset: UInt64?
+    /// How `kaslrOffset` was found, in words.
+    public var kaslrOffsetSource: String
+    public var btfPath: String
+    public var btfSHA256: String
+    /// kallsyms as read, when it was read (also when System.map then gave the addresses).
+    public var kallsymsPath: String?
+    public var kallsymsSHA256: String?
+    /// The System.map that was used: for the addresses when kallsyms could not give them,
+    /// else to check kallsyms and find the KASLR offset.
+    public var systemMapPath: String?
+    public var systemMapSHA256: String?
+    /// Types written: base types, structs and unions, enums.
+    public var typeCount: Int
+    public var symbolCount: Int
+    /// Symbols written with a type (BTF variables and functions, and the ones Volatility reads typed).
+    public var typedSymbolCount: Int
+    /// What the analyst should know, e.g. an assumed KASLR offset, or typed symbols this kernel lacks.
+    public var notes: [String]
+}
+
+/// Where the kernel's BTF, symbols and banner are read from.
+public struct SymbolSources: Sendable, Equatable {
+    public var btf: String
+    public var kallsyms: String?
+    /// A System.map to use when kallsyms cannot give the addresses (or to check and offset them).
+    public var systemMap: String?
+    /// Where to look for `System.map-RELEASE` when `systemMap` is nil.
+    public var systemMapDirectory: String?
+    public var banner: String
+    /// An ELF core with a VMCOREINFO note (the KASLR offset), normally /proc/kcore.
+    public var kcore: String?
+
+    public init(
+        btf: String, kallsyms: String?, systemMap: String? = nil, systemMapDirectory: String? = nil, banner: String,
+        kcore: String? = nil
+    ) {
+        self.btf = btf
+        self.kallsyms = kallsyms
+        self.systemMap = systemMap
+        self.systemMapDirectory = systemMapDirectory
+        self.banner = banner
+        self.kcore = kcore
+    }
+
+    /// The running kernel's files.
+    public static let live = SymbolSources(
+        btf: "/sys/kernel/btf/vmlinux", kallsyms: "/proc/kallsyms", systemMapDirectory: "/boot", banner: "/proc/version",
+        kcore: "/proc/kcore")
+}
+
+/// Why no symbol table could be made, and what the analyst needs instead.
+public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Reason: Sendable, Equatable {
+        /// The BTF file does not exist: the kernel lacks CONFIG_DEBUG_INFO_BTF.
+        case noBTF(path: String)
+        case unreadable(path: String, errno: Errno)
+        case tooLarge(path: String, limit: Int)
+        case badBTF(path: String, BTFError)
+        case badSymbolFile(SymbolFileError)
+        case badBanner(path: String, detail: String)
+        /// Every kallsyms address is zero (kptr_restrict); `systemMap` says why no System.map could stand in.
+        case addressesHidden(kallsyms: String, systemMap: String)
+        /// Symbols Volatility needs to find the kernel are not in the symbol source.
+        case missingSymbols(names: [String], source: String, systemMap: String)
+        /// kallsyms does not exist (CONFIG_KALLSYMS off) and no System.map could stand in.
+        case noKallsyms(path: String, systemMap: String)
+        /// The only symbol source, a System.map, cannot serve.
+        case badSystemMap(String)
+        case noSymbolSource
+        case missingTypes(names: [String], btf: String)
+        case compression(GzipError)
+    }
+
+    public var reason: Reason
+
+    public init(_ reason: Reason) {
+        self.reason = reason
+    }
+
+    static let dwarf2jsonAdvice =
+        "make the table on an analysis machine instead, from the distribution's debug kernel for this release "
+        + "(Debian: linux-image-RELEASE-dbg; Ubuntu: linux-image-RELEASE-dbgsym; RHEL, Fedora: kernel-debuginfo) with "
+        + "`dwarf2json linux --elf vmlinux --system-map System.map`"
+
+    public var description: String {
+        switch reason {
+        case .noBTF(let path):
+            return "no BTF at \(escapedForLog(path)): this kernel was built without CONFIG_DEBUG_INFO_BTF (or is older "
+                + "than 5.2); \(Self.dwarf2jsonAdvice)"
+        case .unreadable(let path, let errno):
+            return "cannot read \(escapedForLog(path)): \(errno)"
+                + (errno == .permissionDenied || errno == .notPermitted ? " (run as root)" : "")
+        case .tooLarge(let path, let limit):
+            return "\(escapedForLog(path)) is larger than \(limit >> 20) MiB; refusing to read it whole"
+        case .badBTF(let path, let error):
+            return "\(escapedForLog(path)): \(error)"
+        case .badSymbolFile(let error):
+            return "\(error)"
+        case .badBanner(let path, let detail):
+            return "\(escapedForLog(path)) is not a kernel banner: \(detail)"
+        case .addressesHidden(let kallsyms, let systemMap):
+            return "every address in \(escapedForLog(kallsyms)) is 0: kernel.kptr_restrict hides them (read it as root "
+                + "with kptr_restrict 0 or 1: sysctl kernel.kptr_restrict=1), and no System.map could stand in: \(systemMap)"
+        case .missingSymbols(let names, let source, let systemMap):
+            var text =
+                "\(escapedForLog(source)) lacks \(names.joined(separator: ", ")), which Volatility needs to find the kernel"
+            if source.hasSuffix("kallsyms") {
+                text += " (CONFIG_KALLSYMS_ALL is off, so it lists functions only)"
+            }
+            return text + "; no System.map could stand in: \(systemMap). Give the build's System.map (--system-map)"
+        case .noKallsyms(let path, let systemMap):
+            return "\(escapedForLog(path)) does not exist" + (path.hasPrefix("/proc/") ? " (CONFIG_KALLSYMS is off)" : "")
+                + ", and no System.map could stand in: \(systemMap). Give the build's System.map (--system-map)"
+        case .badSystemMap(let problem):
+            return problem
+        case .noSymbolSource:
+            return "no symbol addresses: give kallsyms or a System.map"
+        case .missingTypes(let names, let btf):
+            return "\(escapedForLog(btf)) has no \(names.joined(separator: ", ")): it is not the BTF of a Linux kernel "
+                + "(a module's BTF holds only its own types)"
+        case .compression(let error):
+            return "cannot compress the table: \(error)"
+        }
+    }
+}
+
+public enum KernelSymbols {
+    /// Symbols Volatility 3's Linux stacker (automagic/linux.py) reads to find the kernel in an image.
+    static let requiredSymbols = ["init_task", "init_mm", "init_files", "linux_banner"]
+    /// One of these gives the kernel's page tables.
+    static let pageTableSymbols = ["init_top_pgt", "init_level4_pgt", "swapper_pg_dir"]
+    /// Where the x86-64 kernel is linked unless CONFIG_PHYSICAL_START is changed
+    /// (__START_KERNEL_map + 16 MiB); KASLR moves it in 2 MiB steps above this.
+    static let x8664LinkAddress: UInt64 = 0xffff_ffff_8100_0000
+    static let x8664KernelMap: ClosedRange<UInt64> = 0xffff_ffff_8000_0000...0xffff_ffff_bfff_ffff
+
+    static let maximumBTFBytes = 256 << 20
+    static let maximumSymbolFileBytes = 256 << 20
+    static let maximumBannerBytes = 64 << 10
+
+    /// The table for the running kernel: /sys/kernel/btf/vmlinux, /proc/kallsyms (or
+    /// /boot/System.map-RELEASE when kallsyms hides addresses or lists functions only),
+    /// /proc/version, and /proc/kcore's VMCOREINFO for the KASLR offset.
+    ///
+    /// - Parameter producerVersion: avml's version, recorded as the table's producer.
+    /// - Returns: the compressed table and what went into it.
+    /// - Throws: `SymbolTableError` saying what was missing and what the analyst needs instead.
+    public static func live(producerVersion: String) throws(SymbolTableError) -> SymbolTable {
+        try make(from: .live, producerVersion: producerVersion)
+    }
+
+    /// The table from files (copied off a host, or the live ones).
+    ///
+    /// Addresses come from kallsyms when it shows them all and lists the symbols
+    /// Volatility needs; otherwise from the System.map (`systemMap`, or
+    /// `systemMapDirectory/System.map-RELEASE` with RELEASE from the banner), which
+    /// must hold those symbols and agree with what the running kernel shows: the same
+    /// distance from `_text` for every global function kallsyms lists, or, when
+    /// kallsyms hides its addresses, the per-CPU variable offsets in the BTF.
+    ///
+    /// - Throws: `SymbolTableError`.
+    public static func make(from sources: SymbolSources, producerVersion: String) throws(SymbolTableError) -> SymbolTable {
+        let bannerBytes = try readFile(sources.banner, limit: maximumBannerBytes)
+        let banner = try Banner(bannerBytes, path: sources.banner)
+        let btfBytes: [UInt8]
+        do {
+            btfBytes = try readFile(sources.btf, limit: maximumBTFBytes)
+        } catch let error {
+            // Only the kernel's own file missing means the kernel has no BTF; a copy missing is just that.
+            if case .unreadable(_, .noSuchFileOrDirectory) = error.reason, sources.btf.hasPrefix("/sys/kernel/btf/") {
+                throw SymbolTableError(.noBTF(path: sources.btf))
+            }
+            throw error
+        }
+        let btf: BTF
+        do {
+            btf = try BTF(bytes: btfBytes)
+        } catch {
+            throw SymbolTableError(.badBTF(path: sources.btf, error))
+        }
+        var notes: [String] = []
+        let addresses = try chooseAddresses(sources, banner: banner, btf: btf, notes: &notes)
+        let offset = kaslrOffset(sources, addresses: addresses, banner: banner, notes: &notes)
+        var writer: ISFWriter
+        do {
+            writer = try ISFWriter(btf: btf)
+        } catch {
+            throw SymbolTableError(.badBTF(path: sources.btf, error))
+        }
+        let missingTypes = ["task_struct", "list_head"].filter { name in
+            !btf.types.contains { $0.kind == .structure && $0.name == name }
+        }
+        guard missingTypes.isEmpty else { throw SymbolTableError(.missingTypes(names: missingTypes, btf: sources.btf)) }
+
+        let symbols = addresses.list.kernelSymbols
+        let linkTime = linkTimeAddresses(symbols, fromKallsyms: addresses.isKallsyms, offset: offset.value, list: addresses.list)
+        let sorted = linkTime.map(\.address).sorted()
+        func next(after address: UInt64) -> UInt64? {
+            var low = 0
+            var high = sorted.count
+            while low < high {
+                let middle = (low + high) / 2
+                if sorted[middle] <= address { low = middle + 1 } else { high = middle }
+            }
+            return low < sorted.count ? sorted[low] : nil
+        }
+        var types: [String: [UInt8]]
+        do {
+            types = try writer.btfSymbolTypes()
+        } catch {
+            throw SymbolTableError(.badBTF(path: sources.btf, error))
+        }
+        let addressByName = Dictionary(linkTime.map { ($0.name, $0.address) }, uniquingKeysWith: { first, _ in first })
+        var unresolved: [String] = []
+        for entry in volatilityTypedSymbols {
+            guard let address = addressByName[entry.name] else { continue }
+            if let resolved = writer.resolve(
+                entry.type, address: address, nextAddress: next(after: address), kernel: banner.version)
+            {
+                types[entry.name] = resolved.json
+            } else {
+                unresolved.append(entry.name)
+            }
+        }
+        if !unresolved.isEmpty {
+            notes.append(
+                "no type in this kernel's BTF for \(unresolved.joined(separator: ", ")): Volatility code reading them with their type fails"
+            )
+        }
+        var isfSymbols = linkTime.map { symbol in
+            ISFSymbol(
+                name: symbol.name, address: symbol.address, type: types[symbol.name],
+                constantData: symbol.name == "linux_banner" ? banner.constantData : nil)
+        }
+        isfSymbols.sort { $0.name < $1.name }
+        var origins: [ISFSource] = []
+        if addresses.isKallsyms, let path = addresses.kallsymsPath, let sha = addresses.kallsymsSHA256 {
+            origins.append(ISFSource(name: path, sha256: sha))
+        }
+        if !addresses.isKallsyms, let path = addresses.systemMapPath, let sha = addresses.systemMapSHA256 {
+            origins.append(ISFSource(name: path, sha256: sha))
+        }
+        let document: (json: [UInt8], counts: ISFWriter.Counts)
+        do {
+            document = try writer.write(symbols: isfSymbols, producerVersion: producerVersion, sources: origins)
+        } catch {
+            throw SymbolTableError(.badBTF(path: sources.btf, error))
+        }
+        let compressed: [UInt8]
+        do {
+            compressed = try Gzip.compress(document.json)
+        } catch {
+            throw SymbolTableError(.compression(error))
+        }
+        let counts = document.counts
+        return SymbolTable(
+            compressed: compressed, sha256: sha256Hex(compressed), banner: banner.text, kaslrOffset: offset.value,
+            kaslrOffsetSource: offset.source, btfPath: sources.btf, btfSHA256: sha256Hex(btfBytes),
+            kallsymsPath: addresses.kallsymsPath, kallsymsSHA256: addresses.kallsymsSHA256,
+            systemMapPath: addresses.systemMapPath, systemMapSHA256: addresses.systemMapSHA256,
+            typeCount: counts.baseTypes + counts.userTypes + counts.enums, symbolCount: counts.symbols,
+            typedSymbolCount: isfSymbols.count { $0.type != nil }, notes: notes)
+    }
+}

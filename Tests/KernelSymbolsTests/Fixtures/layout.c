@@ -1,0 +1,41 @@
+typedef unsigned int u32;
+typedef u32 counter_t;
+typedef const volatile counter_t cv_counter_t;
+enum colour { RED = -1, GREEN = 1, BLUE = 0x7fffffff };
+enum big { HUGE = 0x123456789aULL };
+struct node;
+union value { long l; double d; struct node *n; };
+struct flags {
+    unsigned int a : 3;
+    unsigned int b : 5;
+    int c : 7;
+    enum colour colour : 32;
+    unsigned long long wide : 40;
+    _Bool ready : 1;
+};
+struct node {
+    struct node *next, *prev;
+    char name[16];
+    cv_counter_t count;
+    union { int i; float f; };
+    struct { short x, y; } point;
+    struct { unsigned char tag; struct flags flags; };
+    union value value;
+    int (*callback)(struct node *, void *);
+    enum colour colour;
+    enum big big;
+    int matrix[3][4];
+    char tail[];
+};
+struct __attribute__((packed)) packed { char c; unsigned int straddle : 30; unsigned int rest : 2; };
+struct node node_instance;
+struct packed packed_instance;
+int use(struct node *n, struct flags *f, struct packed *p) { return n->count + f->a + p->straddle; }
+struct opaque;
+struct opaque *opaque_pointer;
+__attribute__((section(".data..percpu"))) struct node percpu_node;
+__attribute__((section(".data..percpu"))) int percpu_counter;
+double ratio;
+struct list_head { struct list_head *next, *prev; };
+struct task_struct { int pid; char comm[16]; struct list_head tasks; };
+struct task_struct init_task_instance;

@@ -1,0 +1,307 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import KernelSymbols
+
+/// The fixture kernel: layout.btf (pahole's BTF of layout.c), a kallsyms whose kernel
+/// runs 0x1d000000 above the x86-64 link address, and its System.map.
+struct SymbolTableTests {
+    static let offset: UInt64 = 0x1d00_0000
+
+    static func offline(kallsyms: String? = "kallsyms", systemMap: String? = nil, btf: String = "layout.btf") throws
+        -> SymbolSources
+    {
+        SymbolSources(
+            btf: try fixture(btf), kallsyms: try kallsyms.map(fixture), systemMap: try systemMap.map(fixture),
+            banner: try fixture("version"))
+    }
+
+    static func make(_ sources: SymbolSources) throws -> (SymbolTable, [String: Any]) {
+        let table = try KernelSymbols.make(from: sources, producerVersion: "0.1.0")
+        return (table, try document(table))
+    }
+
+    @Test func writesTypesAsVolatilityReadsThem() throws {
+        let (table, isf) = try Self.make(Self.offline())
+        let metadata = try #require(isf.object("metadata"))
+        #expect(metadata["format"] as? String == "6.2.0")
+        #expect(isf.object("metadata", "producer") as? [String: String] == ["name": "avml", "version": "0.1.0"])
+        let pointer = try #require(isf.object("base_types", "pointer"))
+        #expect(pointer["size"] as? Int == 8 && pointer["signed"] as? Bool == false)
+        #expect(pointer["kind"] as? String == "int" && pointer["endian"] as? String == "little")
+        #expect(isf.object("base_types", "void")?["kind"] as? String == "void")
+        #expect(isf.object("base_types", "_Bool")?["kind"] as? String == "bool")
+        #expect(isf.object("base_types", "char")?["kind"] as? String == "char")
+        #expect(isf.object("base_types", "double")?["kind"] as? String == "float")
+        #expect(isf.object("base_types", "int")?["signed"] as? Bool == true)
+
+        let node = try #require(isf.object("user_types", "node"))
+        #expect(node["kind"] as? String == "struct" && node["size"] as? Int == 152)
+        let fields = try #require(node["fields"] as? [String: [String: Any]])
+        #expect(fields["count"]?["offset"] as? Int == 32)
+        // typedef cv_counter_t -> volatile -> const -> typedef counter_t -> typedef u32 -> unsigned int
+        #expect(fields["count"]?["type"] as? [String: String] == ["kind": "base", "name": "unsigned int"])
+        #expect((fields["next"]?["type"] as? [String: Any])?["kind"] as? String == "pointer")
+        let name = try #require(fields["name"]?["type"] as? [String: Any])
+        #expect(name["kind"] as? String == "array" && name["count"] as? Int == 16)
+        #expect(fields["tail"]?["offset"] as? Int == 152)
+        #expect(((fields["callback"]?["type"] as? [String: Any])?["subtype"] as? [String: String]) == ["kind": "function"])
+        #expect(fields["colour"]?["type"] as? [String: String] == ["kind": "enum", "name": "colour"])
+        // Anonymous members: named by position, flagged so Volatility lifts their fields.
+        #expect(fields["unnamed_field_4"]?["anonymous"] as? Bool == true)
+        let anonymousUnion = try #require((fields["unnamed_field_4"]?["type"] as? [String: String])?["name"])
+        #expect(anonymousUnion.hasPrefix("unnamed_union_"))
+        #expect(isf.object("user_types", anonymousUnion)?["size"] as? Int == 4)
+        #expect(fields["point"]?["anonymous"] == nil)
+
+        let flags = try #require(isf.object("user_types", "flags")?["fields"] as? [String: [String: Any]])
+        func bitfield(_ name: String) -> (offset: Int?, position: Int?, length: Int?, type: String?) {
+            let type = flags[name]?["type"] as? [String: Any]
+            return (
+                flags[name]?["offset"] as? Int, type?["bit_position"] as? Int, type?["bit_length"] as? Int,
+                (type?["type"] as? [String: String])?["name"]
+            )
+        }
+        #expect(bitfield("a") == (0, 0, 3, "unsigned int"))
+        #expect(bitfield("b") == (0, 3, 5, "unsigned int"))
+        #expect(bitfield("c") == (0, 8, 7, "int"))
+        #expect(bitfield("colour") == (4, 0, 32, "colour"))
+        #expect(bitfield("wide") == (8, 0, 40, "long long unsigned int"))
+        #expect(bitfield("ready") == (13, 0, 1, "_Bool"))
+        // A packed struct's bitfields: each read from a unit that lies inside the struct.
+        let packed = try #require(isf.object("user_types", "packed")?["fields"] as? [String: [String: Any]])
+        #expect(packed["straddle"]?["offset"] as? Int == 1)
+        #expect((packed["straddle"]?["type"] as? [String: Any])?["bit_position"] as? Int == 0)
+        #expect(packed["rest"]?["offset"] as? Int == 1)
+        #expect((packed["rest"]?["type"] as? [String: Any])?["bit_position"] as? Int == 30)
+
+        let colour = try #require(isf.object("enums", "colour"))
+        #expect(colour["base"] as? String == "int" && colour["size"] as? Int == 4)
+        #expect(colour["constants"] as? [String: Int] == ["RED": -1, "GREEN": 1, "BLUE": 0x7fff_ffff])
+        #expect(isf.object("enums", "big")?["base"] as? String == "long unsigned int")
+        let sections = ["base_types", "user_types", "enums"].map { (isf[$0] as? [String: Any])?.count ?? 0 }
+        #expect(table.typeCount == sections.reduce(0, +))
+    }
+
+    @Test func writesLinkTimeAddressesAndTypedSymbols() throws {
+        let (table, isf) = try Self.make(Self.offline())
+        func symbol(_ name: String) -> [String: Any]? { isf.object("symbols", name) }
+        func address(_ name: String) -> UInt64? { (symbol(name)?["address"] as? NSNumber)?.uint64Value }
+        // kallsyms' addresses in the image, less the KASLR offset; per-CPU offsets untouched.
+        #expect(address("_text") == 0xffff_ffff_8100_0000)
+        #expect(address("init_task") == 0xffff_ffff_9f00_0000 - Self.offset)
+        #expect(address("percpu_counter") == 0x98)
+        #expect(symbol("e1000_probe") == nil)
+        #expect(table.kaslrOffset == Self.offset)
+        #expect(table.kaslrOffsetSource.contains("default link address"))
+        // Types: the ones Volatility reads typed, BTF's variables and functions.
+        #expect(symbol("init_task")?["type"] as? [String: String] == ["kind": "struct", "name": "task_struct"])
+        #expect(symbol("percpu_node")?["type"] as? [String: String] == ["kind": "struct", "name": "node"])
+        #expect(symbol("use")?["type"] as? [String: String] == ["kind": "function"])
+        #expect(symbol("helper")?["type"] == nil)
+        #expect((symbol("_text")?["type"] as? [String: Any])?["kind"] as? String == "array")
+        // tk_core's types are not in this BTF: said, not guessed.
+        #expect(symbol("tk_core")?["type"] == nil)
+        #expect(table.notes.contains { $0.hasPrefix("no type in this kernel's BTF for") && $0.contains("tk_core") })
+        // linux_banner as the kernel holds it, for Volatility's banner scan.
+        let banner = try String(contentsOfFile: fixture("version"), encoding: .utf8)
+        let data = try #require((symbol("linux_banner")?["constant_data"] as? String).flatMap { Data(base64Encoded: $0) })
+        #expect(Array(data) == Array(banner.utf8) + [0])
+        #expect(table.banner + "\n" == banner)
+        #expect(table.symbolCount == (isf["symbols"] as? [String: Any])?.count)
+        #expect(table.typedSymbolCount >= 5)
+        #expect(table.btfSHA256 == sha256Hex(try fixtureBytes("layout.btf")))
+        #expect(table.kallsymsSHA256 == sha256Hex(try fixtureBytes("kallsyms")))
+        #expect(table.sha256 == sha256Hex(table.compressed))
+        let sources = try #require(isf.object("metadata", "linux")?["symbols"] as? [[String: String]])
+        #expect(sources.first?["hash_value"] == table.kallsymsSHA256 && sources.first?["kind"] == "system-map")
+    }
+
+    @Test func theSameInputsGiveTheSameBytes() throws {
+        let first = try KernelSymbols.make(from: Self.offline(), producerVersion: "0.1.0")
+        let second = try KernelSymbols.make(from: Self.offline(), producerVersion: "0.1.0")
+        #expect(first.compressed == second.compressed)
+        #expect(Array(first.compressed.prefix(4)) == [0x1f, 0x8b, 8, 0] && first.compressed[4..<8].allSatisfy { $0 == 0 })
+    }
+
+    @Test func systemMapGivesTheOffsetWithKallsyms() throws {
+        let (table, isf) = try Self.make(Self.offline(systemMap: "System.map"))
+        #expect(table.kaslrOffset == Self.offset && table.kaslrOffsetSource == "kallsyms _text minus System.map _text")
+        #expect(table.systemMapPath != nil && !table.notes.contains { $0.contains("System.map") })
+        #expect((isf.object("symbols", "init_mm")?["address"] as? NSNumber)?.uint64Value == 0xffff_ffff_8200_1000)
+    }
+
+    @Test func systemMapStandsInForHiddenAddresses() throws {
+        let (table, isf) = try Self.make(Self.offline(kallsyms: "kallsyms-hidden", systemMap: "System.map"))
+        #expect((isf.object("symbols", "init_task")?["address"] as? NSNumber)?.uint64Value == 0xffff_ffff_8200_0000)
+        #expect(table.kaslrOffset == nil)
+        #expect(table.notes.contains { $0.contains("hides them (kptr_restrict)") })
+        let sources = try #require(isf.object("metadata", "linux")?["symbols"] as? [[String: String]])
+        #expect(sources.first?["hash_value"] == table.systemMapSHA256)
+    }
+
+    @Test func systemMapAloneWorksOffline() throws {
+        let (table, isf) = try Self.make(Self.offline(kallsyms: nil, systemMap: "System.map"))
+        #expect((isf.object("symbols", "linux_banner")?["address"] as? NSNumber)?.uint64Value == 0xffff_ffff_8220_0000)
+        #expect(table.kallsymsSHA256 == nil)
+    }
+
+    @Test func liveLayoutFindsSystemMapByRelease() throws {
+        let directory = TemporaryDirectory()
+        directory.write("System.map-6.1.0-57-amd64", try fixtureBytes("System.map"))
+        var sources = try Self.offline(kallsyms: "kallsyms-hidden")
+        sources.systemMapDirectory = directory.path
+        let table = try KernelSymbols.make(from: sources, producerVersion: "0.1.0")
+        #expect(table.systemMapPath == directory["System.map-6.1.0-57-amd64"])
+    }
+
+    @Test func noKallsymsFallsBackToTheMapOrSaysSo() throws {
+        let directory = TemporaryDirectory()
+        var sources = try Self.offline(kallsyms: nil)
+        sources.kallsyms = "/proc/nonexistent-kallsyms"
+        sources.systemMapDirectory = directory.path
+        let error = try Self.failure(sources)
+        #expect(
+            error.reason
+                == .noKallsyms(
+                    path: "/proc/nonexistent-kallsyms",
+                    systemMap: "cannot read \(directory.path)/System.map-6.1.0-57-amd64: No such file or directory"))
+        #expect(error.description.contains("CONFIG_KALLSYMS is off"))
+        directory.write("System.map-6.1.0-57-amd64", try fixtureBytes("System.map"))
+        let table = try KernelSymbols.make(from: sources, producerVersion: "0.1.0")
+        #expect(table.notes.contains { $0.contains("/proc/nonexistent-kallsyms does not exist (CONFIG_KALLSYMS is off)") })
+        // Offline, a kallsyms path that does not exist is just that.
+        sources.systemMapDirectory = nil
+        #expect(
+            try Self.failure(sources).reason == .unreadable(path: "/proc/nonexistent-kallsyms", errno: .noSuchFileOrDirectory))
+    }
+
+    static func failure(_ sources: SymbolSources) throws -> SymbolTableError {
+        do {
+            _ = try KernelSymbols.make(from: sources, producerVersion: "0.1.0")
+        } catch {
+            return error
+        }
+        throw Failure("a table was made")
+    }
+
+    @Test func noBTFSaysWhatTheAnalystNeeds() throws {
+        var sources = try Self.offline()
+        sources.btf = "/sys/kernel/btf/nonexistent"
+        let error = try Self.failure(sources)
+        #expect(error.reason == .noBTF(path: "/sys/kernel/btf/nonexistent"))
+        #expect(error.description.contains("CONFIG_DEBUG_INFO_BTF") && error.description.contains("dwarf2json"))
+        #expect(SymbolsManifestEntry(error: error).missing == true)
+        sources.btf = "/nonexistent/copy-of-btf"
+        #expect(try Self.failure(sources).reason == .unreadable(path: "/nonexistent/copy-of-btf", errno: .noSuchFileOrDirectory))
+    }
+
+    @Test func hiddenAddressesWithoutAMapSayKptrRestrict() throws {
+        let error = try Self.failure(Self.offline(kallsyms: "kallsyms-hidden"))
+        guard case .addressesHidden = error.reason else { throw Failure("\(error)") }
+        #expect(error.description.contains("kptr_restrict") && error.description.contains("none was given"))
+    }
+
+    @Test func debiansPlaceholderMapIsNamed() throws {
+        let error = try Self.failure(Self.offline(kallsyms: "kallsyms-hidden", systemMap: "System.map-debian-placeholder"))
+        #expect(error.description.contains("The real System.map is in the linux-image"))
+        #expect(error.description.contains("kptr_restrict"))
+    }
+
+    @Test func functionsOnlyKallsymsSaysKallsymsAll() throws {
+        let directory = TemporaryDirectory()
+        let text = try String(contentsOfFile: fixture("kallsyms"), encoding: .utf8)
+        let functions = text.split(separator: "\n").filter { $0.contains(" T ") || $0.contains(" t ") }.joined(separator: "\n")
+        var sources = try Self.offline()
+        sources.kallsyms = directory.write("kallsyms", Array(functions.utf8))
+        let error = try Self.failure(sources)
+        #expect(error.description.contains("CONFIG_KALLSYMS_ALL") && error.description.contains("init_task"))
+        // With the build's System.map, the functions kallsyms lists check it and give the offset.
+        sources.systemMap = try fixture("System.map")
+        let table = try KernelSymbols.make(from: sources, producerVersion: "0.1.0")
+        #expect(table.kaslrOffset == Self.offset)
+    }
+
+    @Test func aMapOfAnotherBuildIsRefused() throws {
+        let directory = TemporaryDirectory()
+        let map = try String(contentsOfFile: fixture("System.map"), encoding: .utf8)
+            .replacingOccurrences(of: "ffffffff81001000 T use", with: "ffffffff81001040 T use")
+        var sources = try Self.offline(kallsyms: nil)
+        sources.kallsyms = directory.write(
+            "kallsyms",
+            Array(
+                try String(contentsOfFile: fixture("kallsyms"), encoding: .utf8).replacingOccurrences(
+                    of: " D init_task\n", with: " D other\n"
+                ).utf8))
+        sources.systemMap = directory.write("System.map", Array(map.utf8))
+        let error = try Self.failure(sources)
+        #expect(error.description.contains("is not the running kernel's") && error.description.contains("use"))
+        // Hidden kallsyms: the per-CPU offsets in the BTF catch a map of another build.
+        let shifted = map.replacingOccurrences(of: "0000000000000098 D percpu_counter", with: "00000000000000a0 D percpu_counter")
+        sources.kallsyms = try fixture("kallsyms-hidden")
+        sources.systemMap = directory.write("System.map-2", Array(shifted.utf8))
+        #expect(try Self.failure(sources).description.contains("per-CPU variables are at other offsets"))
+    }
+
+    @Test func badBannerAndGarbageKallsymsAreErrors() throws {
+        let directory = TemporaryDirectory()
+        var sources = try Self.offline()
+        sources.banner = directory.write("version", Array("not a banner\n".utf8))
+        #expect(try Self.failure(sources).description.contains("does not start with 'Linux version '"))
+        sources = try Self.offline()
+        sources.kallsyms = directory.write("kallsyms", Array("ffffffff81000000 T _text\nthis is not kallsyms\n".utf8))
+        let error = try Self.failure(sources)
+        guard case .badSymbolFile(let detail) = error.reason else { throw Failure("\(error)") }
+        #expect(detail.line == 2)
+    }
+
+    @Test func btfErrorsNameTheFile() throws {
+        let directory = TemporaryDirectory()
+        var sources = try Self.offline()
+        sources.btf = directory.write("btf", Array(try fixtureBytes("layout.btf").prefix(100)))
+        let error = try Self.failure(sources)
+        guard case .badBTF = error.reason else { throw Failure("\(error)") }
+        #expect(error.description.hasPrefix(directory["btf"]))
+        // A module's BTF (no task_struct) is not a kernel's.
+        var b = BTFBuilder()
+        b.int("int", size: 4)
+        sources.btf = directory.write("module.btf", b.bytes())
+        #expect(try Self.failure(sources).description.contains("no task_struct, list_head"))
+    }
+
+    @Test func manifestEntryEncodesSnakeCase() throws {
+        let table = try KernelSymbols.make(from: Self.offline(), producerVersion: "0.1.0")
+        let entry = SymbolsManifestEntry(table: table, path: "/evidence/host.lime.isf.json.gz")
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = try #require(String(data: try encoder.encode(entry), encoding: .utf8))
+        #expect(json.contains(#""kaslr_offset":"0x1d000000""#) && json.contains(#""btf_sha256":"\#(table.btfSHA256)""#))
+        #expect(json.contains(#""kallsyms_sha256""#) && json.contains(#""types":\#(table.typeCount)"#))
+        #expect(!json.contains("missing"))
+        #expect(try JSONDecoder().decode(SymbolsManifestEntry.self, from: Data(json.utf8)) == entry)
+        let missing = try encoder.encode(SymbolsManifestEntry(missing: "--no-symbols"))
+        #expect(String(data: missing, encoding: .utf8) == #"{"missing":true,"reason":"--no-symbols"}"#)
+    }
+
+    @Test func jsonStringsAreEscaped() {
+        var json = JSONWriter(capacity: 16)
+        json.string("a\"b\\c\u{1}\n\u{7f}é")
+        #expect(String(decoding: json.bytes, as: UTF8.self) == #""a\"b\\c\u0001\u000a\u007fé""#)
+        var numbers = JSONWriter(capacity: 16)
+        numbers.number(UInt64.max)
+        numbers.byte(0x2c)
+        numbers.number(Int64.min)
+        numbers.byte(0x2c)
+        numbers.number(0)
+        #expect(String(decoding: numbers.bytes, as: UTF8.self) == "18446744073709551615,-9223372036854775808,0")
+    }
+
+    @Test func gzipRoundTrips() throws {
+        let text = Array(String(repeating: "symbol table ", count: 10000).utf8)
+        let compressed = try Gzip.compress(text)
+        #expect(compressed.count < text.count / 20)
+        #expect(try gunzip(compressed) == text)
+        #expect(try gunzip(Gzip.compress([])) == [])
+    }
+}
