@@ -10,6 +10,13 @@ public protocol AcquireUpload: ParsableArguments {
     /// Whether an upload was asked for (the image must then be a file, not a stream).
     var isRequested: Bool { get }
 
+    /// Refuses, before any memory is read, an upload the destination could not take.
+    /// - Parameters:
+    ///   - plan: what will be captured.
+    ///   - compressed: whether the image is compressed (its size is then known only afterwards).
+    /// - Throws: the destination's refusal, which stops the capture.
+    func checkBeforeReading(_ plan: CapturePlan, compressed: Bool) throws
+
     /// Uploads `file` if asked, after a successful capture; exits 1 on failure.
     func uploadIfRequested(file: String, quiet: Bool)
 }
@@ -52,6 +59,8 @@ public struct Acquire<Upload: AcquireUpload>: ParsableCommand {
     public func run() throws {
         var memoryCapture = capture.memoryCapture(to: .file(filename), manifestFor: filename)
         memoryCapture.diskUsage = DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage)
+        let compressed = capture.compress
+        memoryCapture.beforeReading = { plan in try upload.checkBeforeReading(plan, compressed: compressed) }
         _ = runCapture("acquire", memoryCapture, quiet: capture.pipeline.quiet)
         upload.uploadIfRequested(file: filename, quiet: capture.pipeline.quiet)
     }

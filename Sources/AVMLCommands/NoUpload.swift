@@ -1,4 +1,5 @@
 import ArgumentParser
+import ImagePipeline
 
 /// `acquire`'s upload options in the acquire-only build (`avml-minimal`), which links
 /// no HTTP or TLS stack: they are parsed, hidden from the help, only to be refused at
@@ -35,6 +36,8 @@ public struct NoUpload: AcquireUpload {
     }
 
     public var isRequested: Bool { false }
+
+    public func checkBeforeReading(_ plan: CapturePlan, compressed: Bool) {}
 
     public func uploadIfRequested(file: String, quiet: Bool) {}
 }

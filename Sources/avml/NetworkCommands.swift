@@ -50,6 +50,19 @@ struct UploadOptions: AcquireUpload {
         return nil
     }
 
+    /// A LiME image's size is known from the plan: one PUT that cannot take it is
+    /// refused before any memory is read. A compressed image is usually far smaller
+    /// than its worst case, so that case only warns; the upload checks again.
+    func checkBeforeReading(_ plan: CapturePlan, compressed: Bool) throws {
+        guard let destination else { return }
+        do {
+            try destination.checkCapacity(imageSizeAtMost: plan.maximumImageSize(compressed: compressed))
+        } catch {
+            guard compressed else { throw error }
+            warn("the compressed image may be too large for this upload if memory does not compress: \(error)")
+        }
+    }
+
     /// Uploads `file` as asked, reporting progress and retries; exits 1 on failure, keeping the file.
     func uploadIfRequested(file: String, quiet: Bool) {
         guard let destination else { return }

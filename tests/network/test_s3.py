@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.parse
 
@@ -85,6 +86,27 @@ def test_more_than_5_gib_to_s3_fails_before_sending(avml, s3, tmp_path):
     assert time.monotonic() - started < 10
     assert "5 GiB" in done.stderr and "nothing was sent" in done.stderr and "--compress" in done.stderr
     assert s3.get(bucket, "big.lime") is None
+
+
+def test_acquire_url_refuses_before_reading_memory_when_lime_cannot_fit(avml, s3, tmp_path):
+    # A 6 GiB raw memory file (sparse): its LiME image cannot go in one S3 PUT, which
+    # is known from the plan, so nothing is read, nothing written, nothing sent.
+    bucket = s3.bucket("refuse-early")
+    url = s3.presigned_put(bucket, "host.lime")
+    memory = tmp_path / "memory.raw"
+    with open(memory, "wb") as sparse:
+        sparse.truncate(6 * 1024 * MIB)
+    target = tmp_path / "host.lime"
+    started = time.monotonic()
+    done = run([avml, "acquire", "--no-symbols", "--source", str(memory), "--url", url, str(target)])
+    assert done.returncode == 1
+    assert time.monotonic() - started < 10
+    assert "5 GiB" in done.stderr and "--compress" in done.stderr, done.stderr
+    assert not target.exists()
+    manifest = json.loads((tmp_path / "host.lime.json").read_text())
+    assert manifest["exit_status"] == 1 and manifest["ranges"]["captured"] == []
+    assert s3.get(bucket, "host.lime") is None
+    assert_no_secrets(done.stderr, url)
 
 
 def test_exactly_5_gib_is_not_refused_by_the_check(avml, tmp_path):
