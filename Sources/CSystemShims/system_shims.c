@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "system_shims.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <string.h>
 #include <time.h>
@@ -26,4 +27,11 @@ long long avml_parse_utc_time(const char *text, const char *format) {
         return -1;
     }
     return (long long)timegm(&fields);
+}
+
+void avml_stream_out(int fd, long long offset, long long count, long long dropOffset, long long dropCount) {
+    (void)sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE);
+    if (dropCount > 0) {
+        (void)posix_fadvise(fd, dropOffset, dropCount, POSIX_FADV_DONTNEED);
+    }
 }

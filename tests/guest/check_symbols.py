@@ -11,21 +11,25 @@ Checks, each printed as one line:
   2. the same table made offline on the host from the copied files has the same types and
      symbols;
   3. tests/interop/test_btf_bpftool.py and test_typed_symbols.py on the guest's files;
-  4. Volatility 3, with -s holding only the live table and a fresh cache, on mem.lime:
+  4. Volatility 3, with -s holding only the table `avml acquire` wrote beside the image
+     (mem.lime.isf.json.gz, recorded in the manifest) and a fresh cache, on mem.lime:
      banners.Banners finds the banner; linux.pslist.PsList lists every process alive in
      both snapshots with the same pid, ppid and comm, and nothing else but the capture
      itself (avml, its shell) and kernel threads; linux.lsmod.Lsmod gives /proc/modules'
      names; linux.psaux.PsAux gives each user process's /proc/PID/cmdline; the ASLR shift
      Volatility finds equals the KASLR offset `avml symbols` reported;
-  5. the same on mem.avml under a time limit, reported but not failed (compressed records
-     whose stream outgrows their memory make Volatility's AVML layer loop: issue 13).
-Exits 1 if a check of 1-4 fails.
+  5. linux.pslist.PsList on mem.avml, with the table written beside it, within a time
+     limit (compressed records whose stream outgrew their memory used to make Volatility's
+     AVML layer loop forever: issue 13), listing the processes alive around that capture;
+     and every record of mem.avml readable by Volatility (check_records.py).
+Exits 1 if any check fails.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -162,6 +166,10 @@ def same_task(proc: tuple[int, str], memory: tuple[int, str] | None) -> bool:
     return proc[1] == memory[1] or (kernel_thread and len(memory[1]) > 0 and proc[1].startswith(memory[1]))
 
 
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def check_pslist(rows, before, after, label: str) -> None:
     common = {pid: info for pid, info in before.items() if after.get(pid) == info}
     seen = {}
@@ -220,8 +228,17 @@ def main() -> int:
         check(result.returncode == 0, "bpftool comparison and typed-symbol coverage on the guest's BTF",
               result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-500:])
 
-        # 4. Volatility on the LiME image
-        volatility = Volatility(table, work)
+        # 4. Volatility on the LiME image, with the table the capture wrote beside it
+        captured_table = sym / "mem.lime.isf.json.gz"
+        manifest = json.loads((sym / "mem.lime.json").read_text())
+        entry = manifest.get("symbols") or {}
+        check(entry.get("path") == "sym/mem.lime.isf.json.gz" and entry.get("sha256") == sha256_file(captured_table),
+              "avml acquire wrote mem.lime.isf.json.gz before reading memory, and its manifest records it",
+              json.dumps(entry)[:500])
+        captured = load_isf(captured_table)
+        check(all(captured[key] == isf[key] for key in ("base_types", "user_types", "enums", "symbols")),
+              "the capture's table has the same types and symbols as `avml symbols`'")
+        volatility = Volatility(captured_table, work)
         lime = sym / "mem.lime"
         before, before_cmd, before_modules = snapshot(sym / "before-lime")
         after, after_cmd, after_modules = snapshot(sym / "after-lime")
@@ -267,18 +284,19 @@ def main() -> int:
                   f"linux.psaux.PsAux gives the command lines of the {len(wanted)} user processes",
                   f"different: {wrong}" if wrong else "")
 
-        # 5. the compressed image, time-limited and reported only
+        # 5. the compressed image, with its own table, time-limited
         avml_image = sym / "mem.avml"
+        walk = subprocess.run([sys.executable, str(HERE / "check_records.py"), str(avml_image)],
+                              capture_output=True, text=True, timeout=600)
+        check(walk.returncode == 0, "every record of mem.avml is readable by Volatility (independent walk)",
+              (walk.stdout + walk.stderr).strip()[-500:])
         after_avml, _, _ = snapshot(sym / "after-avml")
-        rows, stderr, seconds = volatility.run(avml_image, "linux.pslist.PsList", COMPRESSED_TIMEOUT)
-        if rows is None:
-            print(f"check_symbols: note: linux.pslist.PsList on mem.avml did not finish ({seconds:.0f} s): "
-                  f"{stderr.splitlines()[0] if stderr else ''} (known: issue 13)")
-        else:
-            seen = {int(row["PID"]) for row in flatten(rows)}
-            common = {pid for pid, info in after.items() if after_avml.get(pid) == info}
-            print(f"check_symbols: note: linux.pslist.PsList on mem.avml finished in {seconds:.0f} s with {len(seen)} "
-                  f"processes; {len(common - seen)} of the {len(common)} alive before and after are missing")
+        (work / "compressed").mkdir()
+        compressed = Volatility(sym / "mem.avml.isf.json.gz", work / "compressed")
+        rows, stderr, seconds = compressed.run(avml_image, "linux.pslist.PsList", COMPRESSED_TIMEOUT)
+        if check(rows is not None, f"linux.pslist.PsList completes on mem.avml ({seconds:.0f} s, limit {COMPRESSED_TIMEOUT} s)",
+                 "" if rows is not None else stderr[-3000:]):
+            check_pslist(rows, after, after_avml, "mem.avml")
 
     print(f"check_symbols: {'all checks passed' if not failures else f'{len(failures)} failed'}")
     return 1 if failures else 0

@@ -9,4 +9,10 @@ int avml_available_cpus(void);
 /// C locale's names of days and months (a Swift program keeps the C locale).
 long long avml_parse_utc_time(const char *text, const char *format);
 
+/// Starts writing back [offset, offset + count) of `fd` without waiting for it
+/// (sync_file_range with SYNC_FILE_RANGE_WRITE), then lets the page cache drop
+/// [dropOffset, dropOffset + dropCount), written back earlier (posix_fadvise
+/// DONTNEED). Best effort: errors are ignored; fsync still decides success.
+void avml_stream_out(int fd, long long offset, long long count, long long dropOffset, long long dropCount);
+
 #endif
