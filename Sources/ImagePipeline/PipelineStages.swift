@@ -414,9 +414,11 @@ struct Worker<Producer: BlockProducer>: Sendable {
     }
 
     /// AVML: reads the block piece by piece and compresses each piece while it is
-    /// in cache, leaving header, stream and trailer in `output`. Leading all-zero
-    /// pieces are not compressed: their chunks are copies of one precomputed
-    /// chunk, and a block that is all zeros is not encoded at all.
+    /// in cache, leaving header, stream and trailer in `output`. The zero check is
+    /// fused with compression: each 64 KiB chunk is checked just before it would be
+    /// compressed, and an all-zero chunk (free memory, mostly) becomes a copy of one
+    /// precomputed chunk instead. Zero chunks that start the block wait until a
+    /// non-zero one shows the block is kept; a block of zeros is not encoded at all.
     private func compress(
         _ unit: inout Unit, into output: UnsafeMutableRawBufferPointer, input: UnsafeMutableRawBufferPointer,
         reader: (any ConcurrentBlockReader)?, encoder: SnappyFrameEncoder, spent: inout StageTimings
@@ -426,7 +428,6 @@ struct Worker<Producer: BlockProducer>: Sendable {
             .copyBytes(from: identifier)
         var op = RecordHeader.size + identifier.count
         var leadingZeros = 0
-        var allZero = true
         var offset = 0
         var clock = monotonicSeconds()
         while offset < unit.count {
@@ -440,22 +441,26 @@ struct Worker<Producer: BlockProducer>: Sendable {
             } else {
                 piece = UnsafeRawBufferPointer(rebasing: input[offset..<offset + count])
             }
-            if allZero {
-                let zero = isAllZero(piece)
+            var start = 0
+            while start < count {
+                let chunk = UnsafeRawBufferPointer(rebasing: piece[start..<min(count, start + SnappyFraming.maxChunkData)])
+                let zero = isAllZero(chunk)
                 spent.zeroCheck += lap(&clock)
-                if zero {
-                    leadingZeros += count
-                    offset += count
-                    continue
+                if zero && op == RecordHeader.size + identifier.count {
+                    leadingZeros += chunk.count
+                } else if zero {
+                    op = zeros.appendChunks(count: chunk.count, into: output, at: op, encoder: encoder)
+                } else {
+                    op = zeros.appendChunks(count: leadingZeros, into: output, at: op, encoder: encoder)
+                    leadingZeros = 0
+                    op = encoder.appendChunks(chunk, into: output, at: op)
+                    spent.compress += lap(&clock)
                 }
-                allZero = false
-                op = zeros.appendChunks(count: leadingZeros, into: output, at: op, encoder: encoder)
+                start += chunk.count
             }
-            op = encoder.appendChunks(piece, into: output, at: op)
-            spent.compress += lap(&clock)
             offset += count
         }
-        if allZero {
+        if leadingZeros == unit.count {
             unit.allZero = true
             guard !skipZeroBlocks else { return }
             op = zeros.appendChunks(count: leadingZeros, into: output, at: op, encoder: encoder)
