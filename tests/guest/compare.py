@@ -5,7 +5,7 @@ Library and CLI, python3 stdlib only.
 
     python3 compare.py --iomem OUT/iomem.txt --truth OUT/truth --image OUT/x.lime \
         [--require-kernel-equal] [--min-coverage FRACTION] [--min-match FRACTION] \
-        [--allow-outside-ram] [--json REPORT.json] [--quiet]
+        [--zero-blocks MANIFEST] [--allow-outside-ram] [--json REPORT.json] [--quiet]
 
 Inputs
   iomem   the guest's /proc/iomem read as root (run.sh writes OUT/iomem.txt).
@@ -31,6 +31,14 @@ Always a failure: a malformed LiME file, overlapping records, and (unless
                            covered by the image and byte-equal to the truth
   --min-coverage F         covered bytes / System RAM bytes >= F
   --min-match F            matching bytes / covered bytes >= F
+  --zero-blocks MANIFEST   the capture skipped all-zero blocks, as AVML does:
+                           a gap made of whole 16 MiB blocks of a System RAM
+                           range (cut from the range's start) counts towards
+                           coverage, and the number of such blocks must equal
+                           the manifest's "zero_blocks_skipped". The truth is
+                           dumped after every step, so memory that was zero
+                           when captured may have been written since: how much
+                           of the skipped blocks is still zero is reported only.
 Exit status: 0 all checks passed, 1 a check failed, 2 bad input or usage.
 """
 import argparse
@@ -46,6 +54,7 @@ LIME_VERSION = 1
 LIME_HEADER = struct.Struct("<IIQQQ")
 PAGE = 4096
 CHUNK = 1 << 20  # compare in chunks aligned to absolute 1 MiB boundaries
+BLOCK = 16 << 20  # AVML's block: System RAM ranges are read in these, from each range's start
 KERNEL_NAMES = ("Kernel code", "Kernel rodata")
 
 
@@ -209,6 +218,9 @@ class RangeStats:
     pages_covered: int = 0  # whole 4 KiB pages, aligned, inside one record
     pages_identical: int = 0
     first_diffs: List[int] = field(default_factory=list)
+    zero_blocks: int = 0  # whole blocks missing from the image (see --zero-blocks)
+    zero_block_bytes: int = 0
+    zero_block_bytes_still_zero: int = 0  # of those, zero in the truth too
 
     @property
     def size(self):
@@ -247,8 +259,21 @@ class Report:
         return sum(r.matching for r in self.ram)
 
     @property
+    def zero_blocks(self):
+        return sum(r.zero_blocks for r in self.ram)
+
+    @property
+    def zero_block_bytes(self):
+        return sum(r.zero_block_bytes for r in self.ram)
+
+    @property
     def coverage(self):
+        """Covered bytes / System RAM bytes."""
         return self.covered / self.ram_bytes if self.ram_bytes else 0.0
+
+    @property
+    def coverage_with_zero_blocks(self):
+        return (self.covered + self.zero_block_bytes) / self.ram_bytes if self.ram_bytes else 0.0
 
     @property
     def match_fraction(self):
@@ -262,6 +287,7 @@ class Report:
         d = asdict(self)
         d.update(ram_bytes=self.ram_bytes, covered=self.covered, matching=self.matching,
                  coverage=self.coverage, match_fraction=self.match_fraction,
+                 zero_blocks=self.zero_blocks, coverage_with_zero_blocks=self.coverage_with_zero_blocks,
                  kernel_equal=self.kernel_equal)
         for lst in (d["ram"], d["kernel"]):
             for s, obj in zip(lst, self.ram if lst is d["ram"] else self.kernel):
@@ -321,9 +347,27 @@ def compare(iomem_entries: List[IomemEntry], truth_dir: str, image: str,
                 if outside:
                     rep.outside_ram_bytes += outside
                     rep.outside_ram_records.append(f"{rec.start:#x}-{rec.end:#x} ({outside} bytes outside)")
+        for r, rs in zip(ram, rep.ram):
+            _count_missing_blocks(srt, truth, r, rs)
     finally:
         truth.close()
     return rep
+
+
+def _count_missing_blocks(records, truth, r, rs):
+    """Counts the blocks of range r (cut every BLOCK bytes from r.start) that no record touches."""
+    block = r.start
+    while block <= r.end:
+        last = min(block + BLOCK - 1, r.end)
+        if not any(rec.start <= last and block <= rec.end for rec in records):
+            rs.zero_blocks += 1
+            rs.zero_block_bytes += last - block + 1
+            addr = block
+            while addr <= last:
+                n = min(CHUNK, last + 1 - addr)
+                rs.zero_block_bytes_still_zero += truth.read(r, addr, n).count(0)
+                addr += n
+        block += BLOCK
 
 
 def _compare_span(img, rec, truth, r, rs, kstats, lo, hi, max_diffs):
@@ -387,6 +431,9 @@ def summary(rep: Report) -> List[str]:
                    f"({pct(s.covered, s.size)}), bytes matching {pct(s.matching, s.covered)} of covered "
                    f"({s.covered - s.matching} differ), "
                    f"pages identical {s.pages_identical}/{s.pages_covered}")
+        if s.zero_blocks:
+            out.append(f"    {s.zero_blocks} whole block(s) ({human(s.zero_block_bytes)}) not in the image; "
+                       f"{pct(s.zero_block_bytes_still_zero, s.zero_block_bytes)} of them still zero in the truth")
     for k in rep.kernel:
         state = "EQUAL" if k.equal else ("DIFFERENT" if k.covered else "NOT COVERED")
         line = (f"  {k.name} {k.start:#x}-{k.end:#x} ({human(k.size)}): covered {pct(k.covered, k.size)}, "
@@ -405,15 +452,21 @@ def summary(rep: Report) -> List[str]:
 
 
 def checks(rep: Report, require_kernel_equal=False, min_coverage=None, min_match=None,
-           allow_outside_ram=False):
-    """List of (ok, description)."""
+           allow_outside_ram=False, zero_blocks_skipped=None):
+    """List of (ok, description). zero_blocks_skipped: the manifest's count, if --zero-blocks."""
     res = [(not rep.overlaps, "no overlapping records" + ("" if not rep.overlaps else ": " + "; ".join(rep.overlaps[:3])))]
     if not allow_outside_ram:
         res.append((rep.outside_ram_bytes == 0, f"no data outside System RAM ({rep.outside_ram_bytes} bytes)"))
     if require_kernel_equal:
         res.append((rep.kernel_equal, "Kernel code and rodata fully covered and byte-equal"
                     + ("" if rep.kernel else " (none found in iomem)")))
-    if min_coverage is not None:
+    if zero_blocks_skipped is not None:
+        res.append((rep.zero_blocks == zero_blocks_skipped,
+                    f"{rep.zero_blocks} whole block(s) missing, the manifest skipped {zero_blocks_skipped} as all zeros"))
+        if min_coverage is not None:
+            res.append((rep.coverage_with_zero_blocks >= min_coverage,
+                        f"coverage with the skipped blocks {rep.coverage_with_zero_blocks:.4f} >= {min_coverage}"))
+    elif min_coverage is not None:
         res.append((rep.coverage >= min_coverage, f"coverage {rep.coverage:.4f} >= {min_coverage}"))
     if min_match is not None:
         res.append((rep.match_fraction >= min_match, f"match {rep.match_fraction:.4f} >= {min_match}"))
@@ -429,18 +482,28 @@ def main(argv=None) -> int:
     ap.add_argument("--require-kernel-equal", action="store_true")
     ap.add_argument("--min-coverage", type=float, metavar="FRACTION")
     ap.add_argument("--min-match", type=float, metavar="FRACTION")
+    ap.add_argument("--zero-blocks", metavar="MANIFEST", help="the capture's manifest (zero_blocks_skipped)")
     ap.add_argument("--allow-outside-ram", action="store_true")
     ap.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     ap.add_argument("--quiet", action="store_true", help="print only the result line")
     args = ap.parse_args(argv)
     try:
         rep = compare(load_iomem(args.iomem), args.truth, args.image)
+        skipped = None
+        if args.zero_blocks:
+            try:
+                with open(args.zero_blocks) as f:
+                    skipped = json.load(f)["zero_blocks_skipped"]
+            except (OSError, ValueError, KeyError) as e:
+                raise InputError(f"cannot read zero_blocks_skipped from manifest {args.zero_blocks}: {e!r}")
+            if not isinstance(skipped, int):
+                raise InputError(f"{args.zero_blocks}: zero_blocks_skipped is not an integer: {skipped!r}")
     except InputError as e:
         print(f"compare.py: error: {e}", file=sys.stderr)
         print("RESULT: ERROR")
         return 2
     res = checks(rep, args.require_kernel_equal, args.min_coverage, args.min_match,
-                 args.allow_outside_ram)
+                 args.allow_outside_ram, skipped)
     if not args.quiet:
         print("\n".join(summary(rep)))
         for ok, what in res:

@@ -132,6 +132,39 @@ class CompareTest(unittest.TestCase):
         rc, out = self.run_cli("--image", img, "--min-coverage", "0.99999")
         self.assertEqual(rc, 1, out)
 
+    def manifest(self, **fields):
+        path = os.path.join(self.dir, "m.json")
+        with open(path, "w") as f:
+            json.dump(fields, f)
+        return path
+
+    def test_zero_blocks_count_only_whole_blocks_the_manifest_skipped(self):
+        saved, compare.BLOCK = compare.BLOCK, 0x100000  # the 4 MiB range is four blocks
+        self.addCleanup(setattr, compare, "BLOCK", saved)
+        recs = self.full_records()
+        start, data = recs[1]
+        without_last = [recs[0], (start, data[: 0x400000 - start])]
+        img = self.image(without_last)
+        rep = compare.compare(compare.load_iomem(self.iomem), self.truth, img)
+        self.assertEqual((rep.ram[1].zero_blocks, rep.ram[1].zero_block_bytes), (1, 0x100000))
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(zero_blocks_skipped=1),
+                               "--require-kernel-equal", "--min-coverage", "0.999")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(zero_blocks_skipped=0),
+                               "--min-coverage", "0.999")
+        self.assertEqual(rc, 1, out)
+        self.assertIn("1 whole block(s) missing, the manifest skipped 0", out)
+        rc, out = self.run_cli("--image", img, "--min-coverage", "0.999")
+        self.assertEqual(rc, 1, out)
+        # Half a block missing is not a skipped block: coverage fails.
+        img = self.image([recs[0], (start, data[: 0x480000 - start])], "half.lime")
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(zero_blocks_skipped=0),
+                               "--min-coverage", "0.999")
+        self.assertEqual(rc, 1, out)
+        self.assertIn("FAIL: coverage with the skipped blocks", out)
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(format="lime"))
+        self.assertEqual(rc, 2, out)
+
     def test_overlap_and_outside_ram(self):
         recs = self.full_records()
         start, data = recs[1]
