@@ -41,9 +41,9 @@ public enum VMCoreInfo {
         guard header[4] == 2, header[5] == 1 else {
             throw VMCoreInfoError(detail: "not a 64-bit little-endian ELF core (class \(header[4]), data \(header[5]))")
         }
-        let programHeaders = le64(header, 32)
-        let entrySize = Int(le16(header, 54))
-        let entries = Int(le16(header, 56))
+        let programHeaders = header.le64(at: 32)
+        let entrySize = Int(header.le16(at: 54))
+        let entries = Int(header.le16(at: 56))
         guard entrySize >= 56 else { throw VMCoreInfoError(detail: "program header size \(entrySize) is below 56") }
         guard entrySize * entries <= maximumNoteBytes else {
             throw VMCoreInfoError(detail: "a program header table of \(entries) x \(entrySize) bytes")
@@ -52,12 +52,12 @@ public enum VMCoreInfo {
         guard table.count == entrySize * entries else { throw VMCoreInfoError(detail: "the program headers are truncated") }
         for entry in 0..<entries {
             let base = entry * entrySize
-            guard le32(table, base) == 4 else { continue }
-            let size = le64(table, base + 32)
+            guard table.le32(at: base) == 4 else { continue }
+            let size = table.le64(at: base + 32)
             guard size <= UInt64(maximumNoteBytes) else {
                 throw VMCoreInfoError(detail: "a PT_NOTE segment of \(size) bytes (at most \(maximumNoteBytes) expected)")
             }
-            let notes = try get(le64(table, base + 8), Int(size))
+            let notes = try get(table.le64(at: base + 8), Int(size))
             if let text = try vmcoreinfo(inNotes: notes) { return text }
         }
         return nil
@@ -67,8 +67,8 @@ public enum VMCoreInfo {
     static func vmcoreinfo(inNotes notes: [UInt8]) throws(VMCoreInfoError) -> String? {
         var offset = 0
         while notes.count - offset >= 12 {
-            let nameSize = Int(le32(notes, offset))
-            let descriptionSize = Int(le32(notes, offset + 4))
+            let nameSize = Int(notes.le32(at: offset))
+            let descriptionSize = Int(notes.le32(at: offset + 4))
             let name = offset + 12
             let paddedName = (nameSize + 3) & ~3
             let paddedDescription = (descriptionSize + 3) & ~3
@@ -98,17 +98,5 @@ public enum VMCoreInfo {
             return String(line.dropFirst("OSRELEASE=".count))
         }
         return nil
-    }
-
-    private static func le16(_ bytes: [UInt8], _ at: Int) -> UInt16 {
-        UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8
-    }
-
-    private static func le32(_ bytes: [UInt8], _ at: Int) -> UInt32 {
-        (0..<4).reduce(0) { $0 | UInt32(bytes[at + $1]) << (8 * UInt32($1)) }
-    }
-
-    private static func le64(_ bytes: [UInt8], _ at: Int) -> UInt64 {
-        (0..<8).reduce(0) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) }
     }
 }

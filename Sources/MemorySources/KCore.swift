@@ -1,3 +1,4 @@
+import ImageFormats
 import SystemPackage
 
 // /proc/kcore is an ELF core file whose PT_LOAD segments map kernel virtual
@@ -60,9 +61,9 @@ public enum KCore {
         default: throw bad("unknown ELF class \(ident[4])")
         }
         guard !is64 || ident.count >= 64 else { throw bad("ELF header is truncated") }
-        let phoff = is64 ? le64(ident, 32) : UInt64(le32(ident, 28))
-        let phentsize = Int(le16(ident, is64 ? 54 : 42))
-        let phnum = Int(le16(ident, is64 ? 56 : 44))
+        let phoff = is64 ? ident.le64(at: 32) : UInt64(ident.le32(at: 28))
+        let phentsize = Int(ident.le16(at: is64 ? 54 : 42))
+        let phnum = Int(ident.le16(at: is64 ? 56 : 44))
         let minimum = is64 ? 56 : 32
         guard phentsize >= minimum else { throw bad("program header size \(phentsize) is below \(minimum)") }
         guard phnum > 0 else { throw bad("no program headers") }
@@ -74,11 +75,11 @@ public enum KCore {
         var result: [KCoreSegment] = []
         for index in 0..<phnum {
             let base = index * phentsize
-            guard le32(table, base) == loadType else { continue }
-            let offset = is64 ? le64(table, base + 8) : UInt64(le32(table, base + 4))
-            let virtual = is64 ? le64(table, base + 16) : UInt64(le32(table, base + 8))
-            let physical = is64 ? le64(table, base + 24) : UInt64(le32(table, base + 12))
-            let size = is64 ? le64(table, base + 32) : UInt64(le32(table, base + 16))
+            guard table.le32(at: base) == loadType else { continue }
+            let offset = is64 ? table.le64(at: base + 8) : UInt64(table.le32(at: base + 4))
+            let virtual = is64 ? table.le64(at: base + 16) : UInt64(table.le32(at: base + 8))
+            let physical = is64 ? table.le64(at: base + 24) : UInt64(table.le32(at: base + 12))
+            let size = is64 ? table.le64(at: base + 32) : UInt64(table.le32(at: base + 16))
             let sentinel = is64 ? physical == UInt64.max : physical == UInt64(UInt32.max)
             guard size > 0 else { continue }
             guard UInt64.max - size >= offset else { throw bad("segment \(index) runs past the end of the address space") }
@@ -137,18 +138,6 @@ public enum KCore {
             }
         }
         return best?.base
-    }
-
-    private static func le16(_ bytes: [UInt8], _ at: Int) -> UInt16 {
-        UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8
-    }
-
-    private static func le32(_ bytes: [UInt8], _ at: Int) -> UInt32 {
-        (0..<4).reduce(0) { $0 | UInt32(bytes[at + $1]) << (8 * UInt32($1)) }
-    }
-
-    private static func le64(_ bytes: [UInt8], _ at: Int) -> UInt64 {
-        (0..<8).reduce(0) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) }
     }
 }
 
