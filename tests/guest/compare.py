@@ -32,13 +32,14 @@ Always a failure: a malformed LiME file, overlapping records, and (unless
   --min-coverage F         covered bytes / System RAM bytes >= F
   --min-match F            matching bytes / covered bytes >= F
   --zero-blocks MANIFEST   the capture skipped all-zero blocks, as AVML does:
-                           a gap made of whole 16 MiB blocks of a System RAM
-                           range (cut from the range's start) counts towards
-                           coverage, and the number of such blocks must equal
-                           the manifest's "zero_blocks_skipped". The truth is
-                           dumped after every step, so memory that was zero
-                           when captured may have been written since: how much
-                           of the skipped blocks is still zero is reported only.
+                           blocks are cut every 16 MiB from the start of each
+                           range the manifest lists as captured; one that no
+                           record touches counts towards coverage, and their
+                           number must equal the manifest's
+                           "zero_blocks_skipped". The truth is dumped after
+                           every step, so memory that was zero when captured
+                           may have been written since: how much of the
+                           skipped blocks is still zero is reported only.
 Exit status: 0 all checks passed, 1 a check failed, 2 bad input or usage.
 """
 import argparse
@@ -218,8 +219,7 @@ class RangeStats:
     pages_covered: int = 0  # whole 4 KiB pages, aligned, inside one record
     pages_identical: int = 0
     first_diffs: List[int] = field(default_factory=list)
-    zero_blocks: int = 0  # whole blocks missing from the image (see --zero-blocks)
-    zero_block_bytes: int = 0
+    zero_block_bytes: int = 0  # in blocks missing from the image (see --zero-blocks)
     zero_block_bytes_still_zero: int = 0  # of those, zero in the truth too
 
     @property
@@ -245,6 +245,7 @@ class Report:
     outside_ram_bytes: int = 0
     outside_ram_records: List[str] = field(default_factory=list)
     overlaps: List[str] = field(default_factory=list)
+    zero_blocks: int = 0  # blocks of the captured ranges no record touches (see --zero-blocks)
 
     @property
     def ram_bytes(self):
@@ -257,10 +258,6 @@ class Report:
     @property
     def matching(self):
         return sum(r.matching for r in self.ram)
-
-    @property
-    def zero_blocks(self):
-        return sum(r.zero_blocks for r in self.ram)
 
     @property
     def zero_block_bytes(self):
@@ -287,7 +284,7 @@ class Report:
         d = asdict(self)
         d.update(ram_bytes=self.ram_bytes, covered=self.covered, matching=self.matching,
                  coverage=self.coverage, match_fraction=self.match_fraction,
-                 zero_blocks=self.zero_blocks, coverage_with_zero_blocks=self.coverage_with_zero_blocks,
+                 coverage_with_zero_blocks=self.coverage_with_zero_blocks,
                  kernel_equal=self.kernel_equal)
         for lst in (d["ram"], d["kernel"]):
             for s, obj in zip(lst, self.ram if lst is d["ram"] else self.kernel):
@@ -317,7 +314,8 @@ def _first_diff(a: bytes, b: bytes) -> int:
 
 
 def compare(iomem_entries: List[IomemEntry], truth_dir: str, image: str,
-            max_diffs: int = 8) -> Report:
+            max_diffs: int = 8, captured=None) -> Report:
+    """captured: the (start, end) ranges blocks were cut from, to count missing blocks (--zero-blocks)."""
     ram = system_ram(iomem_entries)
     if not ram:
         raise InputError("iomem has no top-level System RAM range")
@@ -347,26 +345,27 @@ def compare(iomem_entries: List[IomemEntry], truth_dir: str, image: str,
                 if outside:
                     rep.outside_ram_bytes += outside
                     rep.outside_ram_records.append(f"{rec.start:#x}-{rec.end:#x} ({outside} bytes outside)")
-        for r, rs in zip(ram, rep.ram):
-            _count_missing_blocks(srt, truth, r, rs)
+        for start, end in captured or []:
+            _count_missing_blocks(rep, srt, truth, ram, start, end)
     finally:
         truth.close()
     return rep
 
 
-def _count_missing_blocks(records, truth, r, rs):
-    """Counts the blocks of range r (cut every BLOCK bytes from r.start) that no record touches."""
-    block = r.start
-    while block <= r.end:
-        last = min(block + BLOCK - 1, r.end)
+def _count_missing_blocks(rep, records, truth, ram, start, end):
+    """Counts the blocks of start..end (cut every BLOCK bytes from start) that no record touches."""
+    block = start
+    while block <= end:
+        last = min(block + BLOCK - 1, end)
         if not any(rec.start <= last and block <= rec.end for rec in records):
-            rs.zero_blocks += 1
-            rs.zero_block_bytes += last - block + 1
-            addr = block
-            while addr <= last:
-                n = min(CHUNK, last + 1 - addr)
-                rs.zero_block_bytes_still_zero += truth.read(r, addr, n).count(0)
-                addr += n
+            rep.zero_blocks += 1
+            for r, rs in zip(ram, rep.ram):
+                addr, hi = max(block, r.start), min(last, r.end)
+                rs.zero_block_bytes += max(0, hi - addr + 1)
+                while addr <= hi:
+                    n = min(CHUNK, hi + 1 - addr)
+                    rs.zero_block_bytes_still_zero += truth.read(r, addr, n).count(0)
+                    addr += n
         block += BLOCK
 
 
@@ -431,9 +430,9 @@ def summary(rep: Report) -> List[str]:
                    f"({pct(s.covered, s.size)}), bytes matching {pct(s.matching, s.covered)} of covered "
                    f"({s.covered - s.matching} differ), "
                    f"pages identical {s.pages_identical}/{s.pages_covered}")
-        if s.zero_blocks:
-            out.append(f"    {s.zero_blocks} whole block(s) ({human(s.zero_block_bytes)}) not in the image; "
-                       f"{pct(s.zero_block_bytes_still_zero, s.zero_block_bytes)} of them still zero in the truth")
+        if s.zero_block_bytes:
+            out.append(f"    {human(s.zero_block_bytes)} in blocks no record touches; "
+                       f"{pct(s.zero_block_bytes_still_zero, s.zero_block_bytes)} of it still zero in the truth")
     for k in rep.kernel:
         state = "EQUAL" if k.equal else ("DIFFERENT" if k.covered else "NOT COVERED")
         line = (f"  {k.name} {k.start:#x}-{k.end:#x} ({human(k.size)}): covered {pct(k.covered, k.size)}, "
@@ -462,7 +461,7 @@ def checks(rep: Report, require_kernel_equal=False, min_coverage=None, min_match
                     + ("" if rep.kernel else " (none found in iomem)")))
     if zero_blocks_skipped is not None:
         res.append((rep.zero_blocks == zero_blocks_skipped,
-                    f"{rep.zero_blocks} whole block(s) missing, the manifest skipped {zero_blocks_skipped} as all zeros"))
+                    f"{rep.zero_blocks} block(s) missing, the manifest skipped {zero_blocks_skipped} as all zeros"))
         if min_coverage is not None:
             res.append((rep.coverage_with_zero_blocks >= min_coverage,
                         f"coverage with the skipped blocks {rep.coverage_with_zero_blocks:.4f} >= {min_coverage}"))
@@ -471,6 +470,20 @@ def checks(rep: Report, require_kernel_equal=False, min_coverage=None, min_match
     if min_match is not None:
         res.append((rep.match_fraction >= min_match, f"match {rep.match_fraction:.4f} >= {min_match}"))
     return res
+
+
+def load_zero_blocks(path):
+    """The manifest's zero_blocks_skipped and its captured ranges as (start, end) pairs."""
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        skipped = manifest["zero_blocks_skipped"]
+        captured = [(int(r["start"], 16), int(r["end"], 16)) for r in manifest["ranges"]["captured"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"manifest {path}: no zero_blocks_skipped and ranges.captured: {e!r}")
+    if type(skipped) is not int or skipped < 0:
+        raise InputError(f"manifest {path}: zero_blocks_skipped is not a count: {skipped!r}")
+    return skipped, captured
 
 
 def main(argv=None) -> int:
@@ -482,22 +495,15 @@ def main(argv=None) -> int:
     ap.add_argument("--require-kernel-equal", action="store_true")
     ap.add_argument("--min-coverage", type=float, metavar="FRACTION")
     ap.add_argument("--min-match", type=float, metavar="FRACTION")
-    ap.add_argument("--zero-blocks", metavar="MANIFEST", help="the capture's manifest (zero_blocks_skipped)")
+    ap.add_argument("--zero-blocks", metavar="MANIFEST",
+                    help="the capture's manifest (ranges.captured, zero_blocks_skipped)")
     ap.add_argument("--allow-outside-ram", action="store_true")
     ap.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     ap.add_argument("--quiet", action="store_true", help="print only the result line")
     args = ap.parse_args(argv)
     try:
-        rep = compare(load_iomem(args.iomem), args.truth, args.image)
-        skipped = None
-        if args.zero_blocks:
-            try:
-                with open(args.zero_blocks) as f:
-                    skipped = json.load(f)["zero_blocks_skipped"]
-            except (OSError, ValueError, KeyError) as e:
-                raise InputError(f"cannot read zero_blocks_skipped from manifest {args.zero_blocks}: {e!r}")
-            if not isinstance(skipped, int):
-                raise InputError(f"{args.zero_blocks}: zero_blocks_skipped is not an integer: {skipped!r}")
+        skipped, captured = load_zero_blocks(args.zero_blocks) if args.zero_blocks else (None, None)
+        rep = compare(load_iomem(args.iomem), args.truth, args.image, captured=captured)
     except InputError as e:
         print(f"compare.py: error: {e}", file=sys.stderr)
         print("RESULT: ERROR")

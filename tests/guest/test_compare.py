@@ -132,38 +132,55 @@ class CompareTest(unittest.TestCase):
         rc, out = self.run_cli("--image", img, "--min-coverage", "0.99999")
         self.assertEqual(rc, 1, out)
 
-    def manifest(self, **fields):
+    def manifest(self, skipped, captured=((0x1000, 0x9fbff), (0x100000, 0x4fffff))):
         path = os.path.join(self.dir, "m.json")
         with open(path, "w") as f:
-            json.dump(fields, f)
+            json.dump({"zero_blocks_skipped": skipped,
+                       "ranges": {"captured": [{"start": hex(a), "end": hex(b)} for a, b in captured]}}, f)
         return path
 
-    def test_zero_blocks_count_only_whole_blocks_the_manifest_skipped(self):
-        saved, compare.BLOCK = compare.BLOCK, 0x100000  # the 4 MiB range is four blocks
+    def test_zero_blocks_are_cut_from_the_captured_ranges_and_counted(self):
+        # Blocks of 1.25 MiB from 0x100000: 0x100000, 0x240000, 0x380000 and a partial
+        # last one at 0x4c0000. A grid of absolute multiples (0x3c0000) or one that
+        # ignored the partial block would count 1 missing block, not 2.
+        saved, compare.BLOCK = compare.BLOCK, 0x140000
         self.addCleanup(setattr, compare, "BLOCK", saved)
         recs = self.full_records()
         start, data = recs[1]
-        without_last = [recs[0], (start, data[: 0x400000 - start])]
-        img = self.image(without_last)
-        rep = compare.compare(compare.load_iomem(self.iomem), self.truth, img)
-        self.assertEqual((rep.ram[1].zero_blocks, rep.ram[1].zero_block_bytes), (1, 0x100000))
-        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(zero_blocks_skipped=1),
+        img = self.image([recs[0], (start, data[: 0x380000 - start])])
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(2),
                                "--require-kernel-equal", "--min-coverage", "0.999")
         self.assertEqual(rc, 0, out)
-        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(zero_blocks_skipped=0),
-                               "--min-coverage", "0.999")
+        self.assertIn("PASS: 2 block(s) missing, the manifest skipped 2", out)
+        rep = compare.compare(compare.load_iomem(self.iomem), self.truth, img,
+                              captured=[(0x1000, 0x9fbff), (0x100000, 0x4fffff)])
+        self.assertEqual((rep.zero_blocks, rep.ram[1].zero_block_bytes), (2, 0x180000))
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(1), "--min-coverage", "0.999")
         self.assertEqual(rc, 1, out)
-        self.assertIn("1 whole block(s) missing, the manifest skipped 0", out)
+        self.assertIn("FAIL: 2 block(s) missing, the manifest skipped 1", out)
         rc, out = self.run_cli("--image", img, "--min-coverage", "0.999")
         self.assertEqual(rc, 1, out)
-        # Half a block missing is not a skipped block: coverage fails.
-        img = self.image([recs[0], (start, data[: 0x480000 - start])], "half.lime")
-        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(zero_blocks_skipped=0),
-                               "--min-coverage", "0.999")
+        # Blocks follow the captured ranges, not iomem's: cut from 0x140000, the
+        # same gap holds one block (0x3c0000) and part of another.
+        rc, out = self.run_cli("--image", img, "--zero-blocks",
+                               self.manifest(2, [(0x1000, 0x9fbff), (0x140000, 0x4fffff)]))
         self.assertEqual(rc, 1, out)
+        # Part of a block missing is not a skipped block: coverage fails.
+        img = self.image([recs[0], (start, data[: 0x440000 - start])], "part.lime")
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(1), "--min-coverage", "0.999")
+        self.assertEqual(rc, 1, out)
+        self.assertIn("PASS: 1 block(s) missing", out)
         self.assertIn("FAIL: coverage with the skipped blocks", out)
-        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(format="lime"))
-        self.assertEqual(rc, 2, out)
+
+    def test_a_manifest_without_the_counts_is_bad_input(self):
+        img = self.image(self.full_records())
+        for content in ({"format": "lime"}, [], {"zero_blocks_skipped": True, "ranges": {"captured": []}},
+                        {"zero_blocks_skipped": 0, "ranges": {"captured": [{"start": "x"}]}}):
+            path = os.path.join(self.dir, "bad.json")
+            with open(path, "w") as f:
+                json.dump(content, f)
+            rc, out = self.run_cli("--image", img, "--zero-blocks", path)
+            self.assertEqual(rc, 2, (content, out))
 
     def test_overlap_and_outside_ram(self):
         recs = self.full_records()
