@@ -89,13 +89,7 @@ public func runCapture(_ label: String, _ capture: MemoryCapture, quiet: Bool) -
         fail(error)
     }
     progress.finish()
-    let planned = report.plan.memoryBytes
-    let captured = report.capturedRanges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
-    if captured < planned {
-        warn(
-            "\(planned - captured) bytes of System RAM (\(formatBytes(planned - captured))) were not available from "
-                + "\(report.source) and are not in the image; the manifest lists the planned and captured ranges")
-    }
+    // Memory the source could not provide was warned of by `run`, which keeps it in the manifest too.
     for earlier in report.earlierFailures {
         warn("source failed, tried the next: \(earlier)")
     }

@@ -115,6 +115,8 @@ public struct CaptureReport: Sendable {
     public var source: SourceSpecification
     /// The part of the plan the source could provide.
     public var capturedRanges: [Range<UInt64>]
+    /// The part of the plan the source could not provide: not in the image.
+    public var notCaptured: [Range<UInt64>] { IOMem.subtract(plan.ranges, capturedRanges) }
     /// Sources that failed before the one that worked.
     public var earlierFailures: [String]
     public var pipeline: PipelineResult
@@ -185,7 +187,8 @@ public struct MemoryCapture {
     ///
     /// - Parameters:
     ///   - warn: told at once of what the responder must know (dropped ranges,
-    ///     fewer threads); the report holds the rest.
+    ///     memory the source could not provide, no symbol table, fewer threads);
+    ///     each warning is also kept in the manifest's `warnings`.
     ///   - progress: memory bytes handled so far, and the total to capture.
     /// - Returns: what was captured.
     /// - Throws: `CaptureError`; the manifest then records why.
@@ -198,19 +201,27 @@ public struct MemoryCapture {
         var plan: CapturePlan?
         var manifestFile: ImageFile?
         var symbols: SymbolsManifestEntry?
+        var warnings: [String] = []
+        func warnAndRecord(_ message: String) {
+            warnings.append(message)
+            warn(message)
+        }
         let outcome: Result<CaptureReport, CaptureError>
         do throws(CaptureError) {
             let planned = try makePlan()
             plan = planned
             if !planned.dropped.isEmpty {
-                warn(
+                warnAndRecord(
                     "\(formatRanges(planned.dropped)) of --iomem \(escapedForLog(iomemPath ?? "")) "
                         + "\(planned.dropped.count == 1 ? "is" : "are") not System RAM on this host and will not be read")
             }
-            try check(planned, warn: warn)
+            try check(planned, warn: warnAndRecord)
             manifestFile = try asRefusal { try ImageFile(path: manifestPath, sideFile: true) }
-            symbols = writeSymbolTable(warn: warn)
-            var report = try capture(planned, warn: warn, progress: progress)
+            symbols = writeSymbolTable(warn: warnAndRecord)
+            var report = try capture(planned, warn: warnAndRecord, progress: progress)
+            if !report.notCaptured.isEmpty {
+                warnAndRecord(notCapturedWarning(report.notCaptured, source: report.source))
+            }
             report.symbols = symbols
             report.startedAt = startedAt
             report.seconds = monotonicSeconds() - clock
@@ -219,7 +230,8 @@ public struct MemoryCapture {
             outcome = .failure(error)
         }
         let manifest = Manifest(
-            capture: self, plan: plan, symbols: symbols, outcome: outcome, startedAt: startedAt, finishedAt: Date())
+            capture: self, plan: plan, symbols: symbols, warnings: warnings, outcome: outcome, startedAt: startedAt,
+            finishedAt: Date())
         do {
             let file = try manifestFile ?? ImageFile(path: manifestPath, sideFile: true)
             try manifest.write(to: file)
@@ -417,6 +429,22 @@ func namesSameFile(_ first: String, _ second: String) -> Bool {
     if canonical(first) == canonical(second) { return true }
     guard let one = identity(first), let other = identity(second) else { return false }
     return one == other
+}
+
+/// Planned System RAM the source could not provide (kcore maps no segment there), every byte
+/// of it accounted for: the total, and each range (the first 16, then how many more), because
+/// the image has no record there and nothing in it shows the gap.
+func notCapturedWarning(_ ranges: [Range<UInt64>], source: SourceSpecification) -> String {
+    let bytes = ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    var names = ranges.prefix(16).map { "\(hex($0.lowerBound))-\(hex($0.upperBound - 1))" }.joined(separator: ", ")
+    if ranges.count > 16 { names += " and \(ranges.count - 16) more ranges" }
+    var text = "\(bytes) bytes of System RAM are not in the image: \(source) maps no memory at \(names)"
+    if source == .device(.kcore) {
+        text +=
+            " (no PT_LOAD segment has these physical addresses; --source /dev/crash or /dev/mem, where the kernel "
+            + "allows them, can read them)"
+    }
+    return text + ". They were not zero-filled; the manifest lists them in ranges.not_captured"
 }
 
 /// "0x1000-0x1fff" for one range, "N ranges (first 0x..-0x..)" for more.

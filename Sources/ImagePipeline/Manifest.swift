@@ -41,8 +41,16 @@ public struct Manifest: Codable, Sendable, Equatable {
     public struct Ranges: Codable, Sendable, Equatable {
         public var planned: [AddressRange]
         public var captured: [AddressRange]
+        /// Planned System RAM the source could not provide (no /proc/kcore segment maps it):
+        /// not in the image, and not zero-filled either; nil when the capture failed or took it all.
+        public var notCaptured: [AddressRange]?
         /// Ranges of a saved `--iomem` map that were not System RAM on the host, so not read.
         public var dropped: [AddressRange]?
+
+        enum CodingKeys: String, CodingKey {
+            case planned, captured, dropped
+            case notCaptured = "not_captured"
+        }
     }
 
     public var tool: Tool
@@ -65,6 +73,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var timings: StageTimings?
     /// The kernel's symbol table written beside the image, or why there is none.
     public var symbols: SymbolsManifestEntry?
+    /// Every warning the capture gave on standard error, in order, so that what the responder
+    /// was told (memory not captured, no symbol table and why) stays with the image; nil when none.
+    public var warnings: [String]?
     /// Bytes of the image as written; nil when the capture failed.
     public var size: UInt64?
     public var sha256: String?
@@ -76,7 +87,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case tool, host, image, source, format, ranges, unreadable, size, sha256, error
-        case timings, symbols
+        case timings, symbols, warnings
         case sourceFailures = "source_failures"
         case volatilityUnreadable = "volatility_unreadable"
         case zeroBlocksSkipped = "zero_blocks_skipped"
@@ -89,10 +100,11 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     /// A manifest for a finished capture, or for one that failed.
     init(
-        capture: MemoryCapture, plan: CapturePlan?, symbols: SymbolsManifestEntry?,
+        capture: MemoryCapture, plan: CapturePlan?, symbols: SymbolsManifestEntry?, warnings: [String],
         outcome: Result<CaptureReport, CaptureError>, startedAt: Date, finishedAt: Date
     ) {
         self.symbols = symbols
+        self.warnings = warnings.isEmpty ? nil : warnings
         tool = Tool(name: "avml", version: Self.toolVersion)
         host = Self.currentHost()
         image = capture.imageName
@@ -104,8 +116,10 @@ public struct Manifest: Codable, Sendable, Equatable {
             sourceFailures = error.failures.map { "\($0.source): \($0.error)" }
         }
         let dropped = plan?.dropped ?? []
+        let notCaptured = report?.notCaptured ?? []
         ranges = Ranges(
             planned: (plan?.ranges ?? []).map(AddressRange.init), captured: (report?.capturedRanges ?? []).map(AddressRange.init),
+            notCaptured: notCaptured.isEmpty ? nil : notCaptured.map(AddressRange.init),
             dropped: dropped.isEmpty ? nil : dropped.map(AddressRange.init))
         zeroBlocksSkipped = report?.pipeline.statistics.zeroBlocksSkipped ?? 0
         unreadable = (report?.pipeline.unreadable ?? []).map(AddressRange.init)

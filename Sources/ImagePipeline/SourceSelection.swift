@@ -81,7 +81,7 @@ struct SourceOpener {
             reader = try LinearMemoryReader(path: path)
         }
         guard !ranges.isEmpty else {
-            throw SourceError(.unmapped(address: planned.first?.lowerBound ?? 0), path: specification.path)
+            throw SourceError(.unmapped(address: planned.first?.lowerBound ?? 0), path: reader.path)
         }
         return (reader, ranges)
     }

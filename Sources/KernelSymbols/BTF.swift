@@ -169,16 +169,20 @@ public struct BTFError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Byte offset in the BTF data.
     public var offset: Int?
     public var detail: String
+    /// The kind number of a record this reader does not know (a newer kernel's): the BTF
+    /// may be well formed, but nothing after that record can be read.
+    public var unknownKind: UInt8?
 
-    public init(_ section: BTFSection, typeID: UInt32? = nil, offset: Int? = nil, _ detail: String) {
+    public init(_ section: BTFSection, typeID: UInt32? = nil, offset: Int? = nil, unknownKind: UInt8? = nil, _ detail: String) {
         self.section = section
         self.typeID = typeID
         self.offset = offset
+        self.unknownKind = unknownKind
         self.detail = detail
     }
 
     public var description: String {
-        var text = "malformed BTF, \(section.rawValue)"
+        var text = (unknownKind == nil ? "malformed BTF, " : "BTF newer than this reader (or damaged), ") + section.rawValue
         if let typeID { text += ", type id \(typeID)" }
         if let offset { text += " at byte offset \(hex(UInt64(offset)))" }
         return text + ": " + detail
@@ -456,7 +460,11 @@ private struct Reader {
             let info = u32(offset + 4)
             let rawKind = UInt8((info >> 24) & 0x1f)
             guard let kind = BTFKind(rawValue: rawKind) else {
-                throw BTFError(.types, typeID: id, offset: offset + 4, "unknown kind \(rawKind)")
+                // Each kind sizes its record differently, so a kind added after ENUM64 cannot be skipped.
+                throw BTFError(
+                    .types, typeID: id, offset: offset + 4, unknownKind: rawKind,
+                    "unknown kind \(rawKind) (known: 1 to \(BTFKind.enum64.rawValue), INT to ENUM64); a record's size "
+                        + "depends on its kind, so no type after it can be read")
             }
             let vlen = UInt16(info & 0xffff)
             let count = Int(vlen)

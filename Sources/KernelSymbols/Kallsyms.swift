@@ -101,6 +101,13 @@ public struct SymbolList: Sendable {
         byName.values.sorted().map { symbols[$0] }
     }
 
+    /// Whether the kernel's own symbols include data (nm's D, B, R, G, S, either case): without
+    /// CONFIG_KALLSYMS_ALL, kallsyms lists functions only (modules list their data regardless).
+    var hasKernelDataSymbols: Bool {
+        let data = Set("DdBbRrGgSs".utf8)
+        return symbols.contains { $0.module == nil && data.contains($0.type) }
+    }
+
     /// Whether kptr_restrict (or a reader without CAP_SYSLOG) hid every address.
     public var addressesHidden: Bool {
         !symbols.isEmpty && symbols.allSatisfy { $0.address == 0 }

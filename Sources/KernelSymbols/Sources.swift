@@ -82,7 +82,7 @@ extension KernelSymbols {
                         result.list = list
                         result.isKallsyms = true
                     } else {
-                        kallsymsProblem = .lacks(missing)
+                        kallsymsProblem = .lacks(missing, functionsOnly: !list.hasKernelDataSymbols)
                     }
                 }
             } catch let error {
@@ -124,7 +124,9 @@ extension KernelSymbols {
         }
         switch kallsymsProblem {
         case .hidden: throw SymbolTableError(.addressesHidden(kallsyms: path, systemMap: mapProblem))
-        case .lacks(let names): throw SymbolTableError(.missingSymbols(names: names, source: path, systemMap: mapProblem))
+        case .lacks(let names, let functionsOnly):
+            throw SymbolTableError(
+                .missingSymbols(names: names, source: path, functionsOnly: functionsOnly, systemMap: mapProblem))
         case .absent: throw SymbolTableError(.noKallsyms(path: path, systemMap: mapProblem))
         }
     }
@@ -132,13 +134,16 @@ extension KernelSymbols {
     /// Why kallsyms cannot give the table's addresses.
     enum KallsymsProblem {
         case hidden
-        case lacks([String])
+        /// `functionsOnly`: no data symbol at all, as without CONFIG_KALLSYMS_ALL.
+        case lacks([String], functionsOnly: Bool)
         case absent
 
         func describe(_ path: String) -> String {
             switch self {
             case .hidden: "\(escapedForLog(path)) hides them (kptr_restrict)"
-            case .lacks(let names): "\(escapedForLog(path)) lacks \(names.joined(separator: ", "))"
+            case .lacks(let names, let functionsOnly):
+                "\(escapedForLog(path)) lacks \(names.joined(separator: ", "))"
+                    + (functionsOnly ? " (CONFIG_KALLSYMS_ALL is off, so it lists functions only)" : "")
             case .absent: "\(escapedForLog(path)) does not exist" + (path.hasPrefix("/proc/") ? " (CONFIG_KALLSYMS is off)" : "")
             }
         }

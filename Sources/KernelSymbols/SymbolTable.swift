@@ -75,8 +75,9 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
         case badBanner(path: String, detail: String)
         /// Every kallsyms address is zero (kptr_restrict); `systemMap` says why no System.map could stand in.
         case addressesHidden(kallsyms: String, systemMap: String)
-        /// Symbols Volatility needs to find the kernel are not in the symbol source.
-        case missingSymbols(names: [String], source: String, systemMap: String)
+        /// Symbols Volatility needs to find the kernel are not in kallsyms (`functionsOnly`: it
+        /// lists no data symbols at all, as without CONFIG_KALLSYMS_ALL), and no System.map could stand in.
+        case missingSymbols(names: [String], source: String, functionsOnly: Bool, systemMap: String)
         /// kallsyms does not exist (CONFIG_KALLSYMS off) and no System.map could stand in.
         case noKallsyms(path: String, systemMap: String)
         /// The only symbol source, a System.map, cannot serve.
@@ -97,6 +98,11 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
         + "(Debian: linux-image-RELEASE-dbg; Ubuntu: linux-image-RELEASE-dbgsym; RHEL, Fedora: kernel-debuginfo) with "
         + "`dwarf2json linux --elf vmlinux --system-map System.map`"
 
+    /// Where a System.map goes for each command (`avml acquire` has no option for it).
+    static let systemMapAdvice =
+        "Give the build's System.map (`avml symbols --system-map FILE`; `avml acquire` reads /boot/System.map-RELEASE), "
+        + "or \(dwarf2jsonAdvice)"
+
     public var description: String {
         switch reason {
         case .noBTF(let path):
@@ -108,7 +114,7 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
         case .tooLarge(let path, let limit):
             return "\(escapedForLog(path)) is larger than \(limit >> 20) MiB; refusing to read it whole"
         case .badBTF(let path, let error):
-            return "\(escapedForLog(path)): \(error)"
+            return "\(escapedForLog(path)): \(error); \(Self.dwarf2jsonAdvice)"
         case .badSymbolFile(let error):
             return "\(error)"
         case .badBanner(let path, let detail):
@@ -116,16 +122,16 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
         case .addressesHidden(let kallsyms, let systemMap):
             return "every address in \(escapedForLog(kallsyms)) is 0: kernel.kptr_restrict hides them (read it as root "
                 + "with kptr_restrict 0 or 1: sysctl kernel.kptr_restrict=1), and no System.map could stand in: \(systemMap)"
-        case .missingSymbols(let names, let source, let systemMap):
+        case .missingSymbols(let names, let source, let functionsOnly, let systemMap):
             var text =
                 "\(escapedForLog(source)) lacks \(names.joined(separator: ", ")), which Volatility needs to find the kernel"
-            if source.hasSuffix("kallsyms") {
+            if functionsOnly {
                 text += " (CONFIG_KALLSYMS_ALL is off, so it lists functions only)"
             }
-            return text + "; no System.map could stand in: \(systemMap). Give the build's System.map (--system-map)"
+            return text + "; no System.map could stand in: \(systemMap). \(Self.systemMapAdvice)"
         case .noKallsyms(let path, let systemMap):
             return "\(escapedForLog(path)) does not exist" + (path.hasPrefix("/proc/") ? " (CONFIG_KALLSYMS is off)" : "")
-                + ", and no System.map could stand in: \(systemMap). Give the build's System.map (--system-map)"
+                + ", and no System.map could stand in: \(systemMap). \(Self.systemMapAdvice)"
         case .badSystemMap(let problem):
             return problem
         case .noSymbolSource:

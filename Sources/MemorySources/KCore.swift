@@ -92,14 +92,17 @@ public enum KCore {
     /// Where each byte of physical memory is in kcore: disjoint, sorted, the
     /// first segment (by physical address) winning where segments overlap.
     ///
-    /// When no segment has a usable physical address (kernels before 4.11
-    /// wrote 0 in every p_paddr), physical addresses come from the direct map:
-    /// the virtual base that lines up the most segments with System RAM.
+    /// Kernels before 4.11 wrote 0 in every p_paddr; only then do physical
+    /// addresses come from the direct map: the virtual base that lines up the
+    /// most segments with System RAM. Later kernels give RAM and the kernel text
+    /// their physical address and mark the rest (vmalloc, modules, vmemmap) as
+    /// having none, so a kcore whose every segment is marked has no RAM to give:
+    /// guessing a direct map there would take struct pages or vmalloc for RAM.
     public static func mappings(_ segments: [KCoreSegment], systemRAM: [Range<UInt64>]) -> [KCoreMapping] {
         var physical: [(start: UInt64, size: UInt64, offset: UInt64)] = []
-        let withAddress = segments.filter { $0.physicalAddress != nil }
-        if !withAddress.isEmpty && !withAddress.allSatisfy({ $0.physicalAddress == 0 }) {
-            physical = withAddress.compactMap { segment in
+        let before411 = !segments.isEmpty && segments.allSatisfy { $0.physicalAddress == 0 }
+        if !before411 {
+            physical = segments.compactMap { segment in
                 segment.physicalAddress.map { ($0, segment.size, segment.fileOffset) }
             }
         } else if let base = directMapBase(segments, systemRAM: systemRAM) {

@@ -10,17 +10,41 @@ import Testing
 
 /// A little-endian ELF64 core with one PT_LOAD per RAM range, data at 0x4000 onward.
 func kcoreImage(_ ram: [Range<UInt64>], memory: [UInt8]) -> [UInt8] {
+    kcoreImage(
+        ram.map { range in
+            KCoreFixtureSegment(
+                virtual: 0xffff_8880_0000_0000 + range.lowerBound, physical: range.lowerBound, size: UInt64(range.count),
+                data: Array(memory[Int(range.lowerBound)..<Int(range.upperBound)]))
+        })
+}
+
+/// One PT_LOAD of a kcore fixture.
+struct KCoreFixtureSegment {
+    var virtual: UInt64
+    /// p_paddr as the kernel writes it: all ones for "no physical address" (vmalloc, modules, vmemmap).
+    var physical: UInt64
+    var size: UInt64
+    /// The segment's bytes in the file; nil for none, as for vmalloc's terabytes (the offset
+    /// then lies past the end of the file, as in a real kcore, and is never read).
+    var data: [UInt8]?
+}
+
+/// A little-endian ELF64 core with these PT_LOADs in this order, their data from 0x4000 onward.
+func kcoreImage(_ segments: [KCoreFixtureSegment]) -> [UInt8] {
     func le(_ value: UInt64, _ width: Int) -> [UInt8] { (0..<width).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) } }
     var header = [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1] + [UInt8](repeating: 0, count: 9)
     header += le(4, 2) + le(62, 2) + le(1, 4) + le(0, 8) + le(64, 8) + le(0, 8) + le(0, 4) + le(64, 2) + le(56, 2)
-    header += le(UInt64(ram.count), 2) + le(0, 6)
+    header += le(UInt64(segments.count), 2) + le(0, 6)
     var offset: UInt64 = 0x4000
     var data: [UInt8] = []
-    for range in ram {
-        header += le(1, 4) + le(7, 4) + le(offset, 8) + le(0xffff_8880_0000_0000 + range.lowerBound, 8) + le(range.lowerBound, 8)
-        header += le(UInt64(range.count), 8) + le(UInt64(range.count), 8) + le(4096, 8)
-        data += memory[Int(range.lowerBound)..<Int(range.upperBound)]
-        offset += UInt64(range.count)
+    for segment in segments {
+        let fileOffset = segment.data == nil ? 0x4900_0000_2000 : offset
+        header += le(1, 4) + le(7, 4) + le(fileOffset, 8) + le(segment.virtual, 8) + le(segment.physical, 8)
+        header += le(segment.size, 8) + le(segment.size, 8) + le(4096, 8)
+        if let bytes = segment.data {
+            data += bytes
+            offset += UInt64(bytes.count)
+        }
     }
     return header + [UInt8](repeating: 0, count: 0x4000 - header.count) + data
 }

@@ -176,7 +176,10 @@ struct BTFHostileInputTests {
         var bytes = Self.small()
         patch(&bytes, at: 24 + 4, 25 << 24)
         let error = try #require(btfError(bytes))
-        #expect(error.typeID == 1 && error.detail == "unknown kind 25")
+        #expect(error.typeID == 1 && error.offset == 28 && error.unknownKind == 25)
+        #expect(
+            error.description.hasPrefix(
+                "BTF newer than this reader (or damaged), type section, type id 1 at byte offset 0x1c: unknown kind 25"))
     }
 
     @Test func typeIDsThatDoNotExist() throws {

@@ -125,6 +125,41 @@ struct KCoreTests {
         #expect(IOMem.intersect(ram, with: mappings.map(\.physical)) == ram)
     }
 
+    @Test func segmentsThatAllHaveNoPhysicalAddressMapNoMemory() {
+        // A 4.11+ kcore with no RAM segment: vmalloc, modules, the vsyscall page, a vmemmap
+        // page. The vmemmap fits in RAM for some guessed base, but struct pages are not RAM.
+        let segments = [
+            KCoreSegment(
+                fileOffset: 0x4900_0000_2000, virtualAddress: 0xffff_c900_0000_0000, physicalAddress: nil, size: 0x1fff_ffff_ffff),
+            KCoreSegment(
+                fileOffset: 0x7fff_c000_2000, virtualAddress: 0xffff_ffff_c000_0000, physicalAddress: nil, size: 0x3f00_0000),
+            KCoreSegment(fileOffset: 0x4000, virtualAddress: 0xffff_ffff_ff60_0000, physicalAddress: nil, size: 0x1000),
+            KCoreSegment(fileOffset: 0x5000, virtualAddress: 0xffff_ea00_0000_0000, physicalAddress: nil, size: 0x1000),
+        ]
+        #expect(KCore.mappings(segments, systemRAM: [0x1000..<0x9f000, 0x10_0000..<0x3fff_0000]) == [])
+    }
+
+    @Test(
+        arguments: [
+            // Big-endian ELF64.
+            ([0x7f, 0x45, 0x4c, 0x46, 2, 2] + [UInt8](repeating: 0, count: 58), "not little-endian (EI_DATA 2)"),
+            // ELFCLASSNONE.
+            ([0x7f, 0x45, 0x4c, 0x46, 0, 1] + [UInt8](repeating: 0, count: 58), "unknown ELF class 0"),
+            // Not ELF.
+            ([UInt8](repeating: 0, count: 64), "no ELF magic"),
+        ] as [([UInt8], String)])
+    func headerErrorsNameThePathAndTheField(bytes: [UInt8], detail: String) {
+        do {
+            _ = try parse(bytes)
+            Issue.record("accepted")
+        } catch let error as SourceError {
+            #expect(error.reason == .badELF(detail))
+            #expect(error.description == "test-kcore is not a usable ELF core: \(detail)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
     @Test(
         arguments: [
             // Not ELF.

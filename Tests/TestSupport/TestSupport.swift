@@ -33,25 +33,30 @@ public final class TemporaryDirectory {
     }
 
     public func read(_ name: String) -> [UInt8]? {
-        let fd = open(self[name], O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var info = stat()
-        fstat(fd, &info)
-        let size = Int(info.st_size)
-        return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-            count = 0
-            while count < size {
-                let got = Glibc.read(fd, buffer.baseAddress.map { $0 + count }, size - count)
-                guard got > 0 else { break }
-                count += got
-            }
-        }
+        readWholeFile(self[name])
     }
 
     public func exists(_ name: String) -> Bool {
         var info = stat()
         return lstat(self[name], &info) == 0
+    }
+}
+
+/// The bytes of a regular file (a fixture, a file a test wrote), or nil when it cannot be opened.
+public func readWholeFile(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var info = stat()
+    fstat(fd, &info)
+    let size = Int(info.st_size)
+    return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+        count = 0
+        while count < size {
+            let got = Glibc.read(fd, buffer.baseAddress.map { $0 + count }, size - count)
+            guard got > 0 else { break }
+            count += got
+        }
     }
 }
 
@@ -80,4 +85,29 @@ public func same(_ a: [UInt8]?, _ b: [UInt8]?) -> Bool {
             return memcmp(left, right, x.count) == 0
         }
     }
+}
+
+/// A little-endian BTF blob with one more record appended to its type section, of a kind
+/// this reader does not know (a newer kernel's, 20...31): every other record is untouched.
+///
+/// - Returns: the new blob, the new record's type id (one past the last), and the byte
+///   offset of its `info` word (where the kind is), or nil when `btf` has no valid header.
+public func btfWithNewerKind(_ btf: [UInt8], kind: UInt8, typeCount: Int) -> (bytes: [UInt8], typeID: Int, offset: Int)? {
+    func word(_ at: Int) -> Int { (0..<4).reduce(0) { $0 | Int(btf[at + $1]) << (8 * $1) } }
+    func put(_ value: Int, at: Int, in bytes: inout [UInt8]) {
+        for index in 0..<4 { bytes[at + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
+    }
+    guard btf.count >= 24, btf[0] == 0x9f, btf[1] == 0xeb else { return nil }
+    let headerLength = word(4)
+    let typeOffset = word(8)
+    let typeLength = word(12)
+    let stringOffset = word(16)
+    let end = headerLength + typeOffset + typeLength
+    guard end <= btf.count, stringOffset >= typeOffset + typeLength else { return nil }
+    // name_off 0, info = kind << 24 (no members), size 0.
+    let record: [UInt8] = [0, 0, 0, 0, 0, 0, 0, kind & 0x1f, 0, 0, 0, 0]
+    var bytes = Array(btf[..<end]) + record + Array(btf[end...])
+    put(typeLength + record.count, at: 12, in: &bytes)
+    put(stringOffset + record.count, at: 16, in: &bytes)
+    return (bytes, typeCount, end + 4)
 }

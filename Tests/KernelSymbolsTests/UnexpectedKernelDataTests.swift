@@ -1,0 +1,92 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import KernelSymbols
+
+/// Kernel data this avml does not expect (issue 16): a newer kernel's BTF, a kallsyms
+/// without data symbols. Each must give no table, or a correct one, and a reason that
+/// says what was wrong, where, and what the analyst does instead.
+struct UnexpectedKernelDataTests {
+    /// The BTF files to damage: the project's fixture, and this machine's kernel BTF when it has one.
+    static let btfFiles: [String] = {
+        var files = ["layout.btf"]
+        if FileManager.default.fileExists(atPath: "/sys/kernel/btf/vmlinux") { files.append("/sys/kernel/btf/vmlinux") }
+        return files
+    }()
+
+    @Test(arguments: btfFiles, [UInt8(20), 25, 31])
+    func aBTFKindOfANewerKernelMakesNoTableAndSaysWhatToDo(btfFile: String, kind: UInt8) throws {
+        let directory = TemporaryDirectory()
+        let original =
+            btfFile.hasPrefix("/") ? Array(try Data(contentsOf: URL(fileURLWithPath: btfFile))) : try fixtureBytes(btfFile)
+        let typeCount = try BTF(bytes: original).types.count
+        let newer = try #require(btfWithNewerKind(original, kind: kind, typeCount: typeCount))
+        var sources = try SymbolTableTests.offline()
+        sources.btf = directory.write("vmlinux.btf", newer.bytes)
+        let error = try SymbolTableTests.failure(sources)
+        guard case .badBTF(let path, let btfError) = error.reason else { throw Failure("\(error)") }
+        #expect(path == sources.btf && btfError.typeID == UInt32(newer.typeID) && btfError.offset == newer.offset)
+        #expect(btfError.unknownKind == kind)
+        let text = error.description
+        #expect(text.hasPrefix(sources.btf + ": "))
+        #expect(text.contains("type id \(newer.typeID) at byte offset 0x\(String(newer.offset, radix: 16))"))
+        #expect(text.contains("unknown kind \(kind)") && text.contains("newer"))
+        #expect(text.contains("dwarf2json linux --elf vmlinux"))
+        let entry = SymbolsManifestEntry(error: error)
+        #expect(entry.missing == true && entry.reason == text && entry.path == nil)
+    }
+
+    @Test func functionsOnlyKallsymsWithoutAMapMakesNoTableAndSaysWhy() throws {
+        let directory = TemporaryDirectory()
+        var sources = try SymbolTableTests.offline(kallsyms: "kallsyms-functions-only")
+        sources.systemMapDirectory = directory.path
+        let error = try SymbolTableTests.failure(sources)
+        let mapPath = directory["System.map-6.1.0-57-amd64"]
+        guard case .missingSymbols(let names, let source, let functionsOnly, let systemMap) = error.reason else {
+            throw Failure("\(error)")
+        }
+        // The module's "init_task [evil]" is not the kernel's.
+        #expect(
+            names == ["init_task", "init_mm", "init_files", "linux_banner", "init_top_pgt or init_level4_pgt or swapper_pg_dir"])
+        #expect(source == sources.kallsyms && functionsOnly)
+        #expect(systemMap == "cannot read \(mapPath): No such file or directory")
+        let text = error.description
+        #expect(text.contains("CONFIG_KALLSYMS_ALL is off") && text.contains(mapPath))
+        #expect(text.contains("avml symbols --system-map") && text.contains("dwarf2json"))
+    }
+
+    @Test func functionsOnlyKallsymsTakesTheAddressesFromTheBuildsMap() throws {
+        let directory = TemporaryDirectory()
+        directory.write("System.map-6.1.0-57-amd64", try fixtureBytes("System.map"))
+        var sources = try SymbolTableTests.offline(kallsyms: "kallsyms-functions-only")
+        sources.systemMapDirectory = directory.path
+        let (table, isf) = try SymbolTableTests.make(sources)
+        // Link-time addresses, as the build's System.map has them; the offset from kallsyms' _text.
+        for (name, address) in [
+            ("init_task", 0xffff_ffff_8200_0000), ("init_mm", 0xffff_ffff_8200_1000), ("init_files", 0xffff_ffff_8200_2000),
+            ("init_top_pgt", 0xffff_ffff_8200_3000), ("linux_banner", 0xffff_ffff_8220_0000),
+        ] as [(String, UInt64)] {
+            #expect((isf.object("symbols", name)?["address"] as? NSNumber)?.uint64Value == address, "\(name)")
+        }
+        #expect(table.kaslrOffset == SymbolTableTests.offset && table.systemMapPath == directory["System.map-6.1.0-57-amd64"])
+        #expect(
+            table.notes.contains {
+                $0.hasPrefix("addresses from \(directory["System.map-6.1.0-57-amd64"]): ")
+                    && $0.contains("lacks init_task") && $0.contains("CONFIG_KALLSYMS_ALL is off")
+            }, "\(table.notes)")
+    }
+
+    @Test func kallsymsWithDataSymbolsIsNotBlamedOnKallsymsAll() throws {
+        // Data symbols are there, one required symbol is not: the kernel has CONFIG_KALLSYMS_ALL.
+        let directory = TemporaryDirectory()
+        let text = try String(contentsOfFile: fixture("kallsyms"), encoding: .utf8)
+        var sources = try SymbolTableTests.offline()
+        sources.kallsyms = directory.write(
+            "kallsyms", Array(text.replacingOccurrences(of: " D init_files\n", with: " D other_files\n").utf8))
+        let error = try SymbolTableTests.failure(sources)
+        guard case .missingSymbols(let names, _, let functionsOnly, _) = error.reason else { throw Failure("\(error)") }
+        #expect(names == ["init_files"] && !functionsOnly)
+        #expect(!error.description.contains("CONFIG_KALLSYMS_ALL"))
+    }
+}
