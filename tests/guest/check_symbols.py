@@ -16,8 +16,12 @@ Checks, each printed as one line:
      banners.Banners finds the banner; linux.pslist.PsList lists every process alive in
      both snapshots with the same pid, ppid and comm, and nothing else but the capture
      itself (avml, its shell) and kernel threads; linux.lsmod.Lsmod gives /proc/modules'
-     names; linux.psaux.PsAux gives each user process's /proc/PID/cmdline; the ASLR shift
-     Volatility finds equals the KASLR offset `avml symbols` reported;
+     names; linux.psaux.PsAux gives each user process's /proc/PID/cmdline; linux.lsof.Lsof
+     gives /proc/PID/fd's targets of every process whose descriptors did not change over the
+     capture; linux.sockstat.Sockstat gives the same sockets, with /proc/net's ports and
+     TCP states; linux.mountinfo.MountInfo gives /proc/1/mountinfo; linux.kmsg.Kmsg gives
+     every kernel log line (text and timestamp) that dmesg showed before the capture; the
+     ASLR shift Volatility finds equals the KASLR offset `avml symbols` reported;
   5. linux.pslist.PsList on mem.avml, with the table written beside it, within a time
      limit (compressed records whose stream outgrew their memory used to make Volatility's
      AVML layer loop forever: issue 13), listing the processes alive around that capture;
@@ -91,6 +95,56 @@ def snapshot(directory: Path) -> tuple[dict[int, tuple[int, str]], dict[int, str
         cmdlines[int(entry.name)] = " ".join(a.decode("utf-8", "replace") for a in argv)
     modules = {line.split()[0] for line in (directory / "modules").read_text().splitlines() if line.strip()}
     return processes, cmdlines, modules
+
+
+def descriptors(directory: Path) -> dict[int, dict[int, str]]:
+    """{pid: {fd: target}} from snapshot.sh's PID/fds files."""
+    result = {}
+    for entry in directory.iterdir():
+        if entry.name.isdigit() and (entry / "fds").exists():
+            lines = (entry / "fds").read_text(errors="replace").splitlines()
+            result[int(entry.name)] = {int(fd): target for fd, _, target in (line.partition(" ") for line in lines)}
+    return result
+
+
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+              7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+
+
+def tcp_sockets(directory: Path) -> dict[int, tuple[str, str, str]]:
+    """{inode: (local port, remote port, state)} from /proc/net/tcp and tcp6."""
+    result = {}
+    for table in ("tcp", "tcp6"):
+        for line in (directory / "net" / table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], int(fields[3], 16), int(fields[9])
+            result[inode] = (str(int(local.rpartition(":")[2], 16)), str(int(remote.rpartition(":")[2], 16)),
+                             TCP_STATES.get(state, str(state)))
+    return result
+
+
+def mountinfo(path: Path) -> set[tuple]:
+    """/proc/PID/mountinfo's lines as (id, parent, major:minor, root, mount point, options,
+    fstype, source, rw or ro): the columns of linux.mountinfo.MountInfo."""
+    rows = set()
+    for line in path.read_text().splitlines():
+        head, _, tail = line.partition(" - ")
+        mount_id, parent, device, root, point, options = head.split()[:6]
+        fstype, source, super_options = tail.split(" ", 2)
+        # Of the superblock's options Volatility shows rw or ro alone: the rest (size=, mode=) come
+        # from each filesystem's show_options code, which an image cannot run.
+        rows.add((int(mount_id), int(parent), device, root, point, options, fstype, source, super_options.split(",")[0]))
+    return rows
+
+
+def kernel_log(path: Path) -> list[tuple[str, str]]:
+    """(timestamp, text) of each line busybox dmesg printed ("[    1.234567] text")."""
+    result = []
+    for line in path.read_text(errors="replace").splitlines():
+        match = re.match(r"\[\s*(\d+\.\d+)\] ?(.*)$", line)
+        if match:
+            result.append((match.group(1), match.group(2)))
+    return result
 
 
 def load_isf(path: Path) -> dict:
@@ -188,6 +242,79 @@ def check_pslist(rows, before, after, label: str) -> None:
           f"missing or different: {missing}; unexpected: {extra}" if missing or extra else "")
 
 
+def check_descriptors(volatility: Volatility, lime: Path, sym: Path, before, after) -> None:
+    """lsof and sockstat against the descriptors of the processes that kept them over the capture."""
+    fds_before, fds_after = descriptors(sym / "before-lime"), descriptors(sym / "after-lime")
+    stable = {pid: fds for pid, fds in fds_before.items()
+              if fds and fds_after.get(pid) == fds and before.get(pid) == after.get(pid) is not None}
+    rows, stderr, seconds = volatility.run(lime, "linux.lsof.Lsof", VOLATILITY_TIMEOUT)
+    if check(rows is not None, f"linux.lsof.Lsof runs on mem.lime ({seconds:.0f} s)", "" if rows else stderr):
+        seen: dict[int, dict[int, str]] = {}
+        for row in flatten(rows):
+            seen.setdefault(int(row["PID"]), {})[int(row["FD"])] = row["Path"]
+        wrong = {pid: (fds, seen.get(pid)) for pid, fds in stable.items() if seen.get(pid) != fds}
+        kinds = {target.split(":")[0] if ":[" in target else "file" for fds in stable.values() for target in fds.values()}
+        check(not wrong and {"file", "pipe", "socket"} <= kinds,
+              f"linux.lsof.Lsof gives /proc/PID/fd of the {len(stable)} processes whose descriptors did not change "
+              f"({sum(map(len, stable.values()))} descriptors: {', '.join(sorted(kinds))})",
+              f"different (proc, volatility): {wrong}" if wrong else "" if {"file", "pipe", "socket"} <= kinds else f"kinds: {kinds}")
+    tcp_before, tcp_after = tcp_sockets(sym / "before-lime"), tcp_sockets(sym / "after-lime")
+    expected = {}
+    for pid, fds in stable.items():
+        for fd, target in fds.items():
+            match = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if match:
+                inode = int(match.group(1))
+                tcp = tcp_before.get(inode) if tcp_before.get(inode) == tcp_after.get(inode) else None
+                expected[(pid, fd)] = tcp
+    rows, stderr, seconds = volatility.run(lime, "linux.sockstat.Sockstat", VOLATILITY_TIMEOUT)
+    if check(rows is not None, f"linux.sockstat.Sockstat runs on mem.lime ({seconds:.0f} s)", "" if rows else stderr):
+        seen_sockets = {}
+        for row in flatten(rows):
+            if int(row["PID"]) in stable:
+                tcp = (row["Source Port"], row["Destination Port"], row["State"]) if row["Proto"] == "TCP" else None
+                seen_sockets[(int(row["PID"]), int(row["FD"]))] = tcp
+        tcp_count = sum(1 for value in expected.values() if value)
+        check(seen_sockets == expected and tcp_count >= 3,
+              f"linux.sockstat.Sockstat gives the {len(expected)} sockets of those processes, {tcp_count} TCP ones "
+              "with /proc/net/tcp's ports and state",
+              f"proc {expected}, volatility {seen_sockets}" if seen_sockets != expected else "")
+
+
+def check_mounts_and_log(volatility: Volatility, lime: Path, sym: Path) -> None:
+    """mountinfo against /proc/1/mountinfo; kmsg against the kernel log dmesg printed before the capture."""
+    mounts = mountinfo(sym / "before-lime" / "mountinfo")
+    rows, stderr, seconds = volatility.run(lime, "linux.mountinfo.MountInfo", VOLATILITY_TIMEOUT)
+    if check(rows is not None, f"linux.mountinfo.MountInfo runs on mem.lime ({seconds:.0f} s)", "" if rows else stderr):
+        namespaces: dict[int, set[tuple]] = {}
+        for row in flatten(rows):
+            namespaces.setdefault(row["MNT_NS_ID"], set()).add((
+                row["MOUNT ID"], row["PARENT_ID"], row["MAJOR:MINOR"], row["ROOT"], row["MOUNT_POINT"],
+                row["MOUNT_OPTIONS"], row["FSTYPE"], row["MOUNT_SRC"], row["SB_OPTIONS"]))
+        # init's namespace is the one holding its root mount; the others are the kernel's own.
+        root_id = next(mount[0] for mount in mounts if mount[4] == "/")
+        init = next((found for found in namespaces.values() if any(m[0] == root_id and m[4] == "/" for m in found)), set())
+        check(init == mounts and len(mounts) >= 5,
+              f"linux.mountinfo.MountInfo gives the {len(mounts)} mounts of /proc/1/mountinfo",
+              f"only in /proc: {sorted(mounts - init)}; only in the image: {sorted(init - mounts)}" if init != mounts else "")
+    log = kernel_log(sym / "before-lime" / "dmesg")
+    rows, stderr, seconds = volatility.run(lime, "linux.kmsg.Kmsg", VOLATILITY_TIMEOUT)
+    if check(rows is not None, f"linux.kmsg.Kmsg runs on mem.lime ({seconds:.0f} s)", "" if rows else stderr):
+        # A record's device properties (" SUBSYSTEM=acpi", as /dev/kmsg shows them) follow its text,
+        # one per line; syslog(2), which dmesg reads, leaves them out.
+        lines = [(row["timestamp"], text) for row in flatten(rows) for text in row["line"].split("\n")
+                 if not re.match(r" [A-Z_]+=", text)]
+        first_difference = next((i for i, (a, b) in enumerate(zip(log, lines)) if a != b), None)
+        # Volatility 3's walk of the 5.10+ ring buffer (Kmsg_5_10_to_.run) stops before head_id, the
+        # newest record: when nothing was logged after dmesg ran, that is dmesg's last line.
+        newest_left_out = len(lines) == len(log) - 1
+        check(len(log) > 100 and (len(lines) >= len(log) or newest_left_out) and first_difference is None,
+              f"linux.kmsg.Kmsg gives the {len(log)} kernel log lines dmesg showed before the capture (text, timestamp)"
+              + (", but the newest, which Volatility's walk leaves out" if newest_left_out else ""),
+              f"{len(lines)} lines from the image" if first_difference is None else f"line {first_difference}: dmesg {log[first_difference]!r}, "
+              f"volatility {lines[first_difference]!r}")
+
+
 def main() -> int:
     out = Path(sys.argv[1])
     sym = out / "sym"
@@ -283,6 +410,9 @@ def main() -> int:
             check(not wrong and len(wanted) >= 3,
                   f"linux.psaux.PsAux gives the command lines of the {len(wanted)} user processes",
                   f"different: {wrong}" if wrong else "")
+
+        check_descriptors(volatility, lime, sym, before, after)
+        check_mounts_and_log(volatility, lime, sym)
 
         # 5. the compressed image, with its own table, time-limited
         avml_image = sym / "mem.avml"

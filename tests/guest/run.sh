@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh CACHE_DIR AVML_BINARY OUT_DIR [SCRIPT]
 #
-# Boots the Debian 6.1 kernel prepared by setup.sh in QEMU (512 MiB RAM) with
+# Boots the Debian kernel setup.sh prepared in CACHE_DIR in QEMU (512 MiB RAM) with
 # a busybox initramfs holding AVML_BINARY as /bin/avml, runs SCRIPT inside the
 # guest, then takes QEMU's own dump of the guest's System RAM as ground truth
 # and copies the guest's output files out.

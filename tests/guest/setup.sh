@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# setup.sh CACHE_DIR
+# setup.sh CACHE_DIR [SERIES]
 #
 # Idempotent preparation of the QEMU acquisition-test guest:
-#   * makes sure qemu-system-x86, busybox-static, e2fsprogs, cpio and python3
-#     are installed on the host (apt-get install -y, needs root);
-#   * downloads (apt-get download, NOT installed) the newest Debian
-#     linux-image-6.1.*-amd64 package and unpacks it with dpkg-deb -x into
-#     CACHE_DIR/kernel/<version>/, recording the choice in CACHE_DIR/kernel.env.
+#   * makes sure qemu-system-x86, busybox-static, e2fsprogs, cpio, xz-utils and
+#     python3 are installed on the host (apt-get install -y, needs root);
+#   * downloads (apt-get download, NOT installed) the guest's Debian kernel package
+#     and unpacks it with dpkg-deb -x into CACHE_DIR/kernel/<version>/, recording the
+#     choice in CACHE_DIR/kernel.env.
+#
+# SERIES (or AVML_GUEST_KERNEL) picks the kernel generation, as responders meet them:
+# 5.10 (Debian 11), 6.1 (Debian 12, the default) or 6.12 (Debian 13). The exact build of
+# each is pinned in tests/guest/kernels; if Debian's archive no longer has it, this fails
+# and names the newest build of the series (no silent switch to another build).
+# The packages come from Debian's archive through apt sources of the project's own
+# (CACHE_DIR/../apt, for bookworm, bullseye and trixie), read with a private apt
+# state: the host's sources and package lists are left as they are.
+# 6.12 ships its modules as .ko.xz, which busybox's insmod cannot load: they are
+# decompressed once here, and modules.dep is made for the .ko files.
 #
 # Environment:
-#   AVML_GUEST_KERNEL_PKG  force a package name (e.g. linux-image-6.1.0-56-amd64)
+#   AVML_GUEST_KERNEL      5.10 | 6.1 | 6.12 (default 6.1; the argument wins)
 set -euo pipefail
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
 log() { echo "setup.sh: $*" >&2; }
 
-[ $# -eq 1 ] || die "usage: $0 CACHE_DIR"
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $0 CACHE_DIR [5.10|6.1|6.12]"
 CACHE_DIR=$1
+SERIES=${2:-${AVML_GUEST_KERNEL:-6.1}}
 mkdir -p "$CACHE_DIR"
 CACHE_DIR=$(cd "$CACHE_DIR" && pwd)
 
@@ -38,7 +50,7 @@ apt_update_once() {
 # --- host packages ---------------------------------------------------------
 need=()
 pkg_ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in qemu-system-x86 busybox-static e2fsprogs cpio python3; do
+for p in qemu-system-x86 busybox-static e2fsprogs cpio xz-utils python3; do
     pkg_ok "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -47,32 +59,50 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 \
         || die "apt-get install ${need[*]} failed"
 fi
-for b in qemu-system-x86_64 busybox mke2fs debugfs cpio python3; do
+for b in qemu-system-x86_64 busybox mke2fs debugfs cpio xz python3; do
     command -v "$b" >/dev/null 2>&1 || [ -x "/sbin/$b" ] || [ -x "/usr/sbin/$b" ] \
         || die "$b not found after installing packages"
 done
 
 # --- guest kernel ----------------------------------------------------------
-newest_kernel_pkg() {
-    apt-cache search --names-only '^linux-image-6\.1\.[0-9]+-[0-9]+-amd64$' 2>/dev/null \
-        | awk '{print $1}' | sort -V | tail -n1
-}
-
-PKG=${AVML_GUEST_KERNEL_PKG:-}
-if [ -z "$PKG" ]; then
-    PKG=$(newest_kernel_pkg)
-    if [ -z "$PKG" ]; then
-        apt_update_once
-        PKG=$(newest_kernel_pkg)
-    fi
-fi
-[ -n "$PKG" ] || die "no linux-image-6.1.*-amd64 package found by apt-cache (is the Debian 12 archive configured?)"
+# The pinned build of the series: "series package suite regex" in tests/guest/kernels.
+read -r _ PKG SUITE SERIES_REGEX < <(awk -v series="$SERIES" '$1 == series' "$HERE/kernels") \
+    || die "no series $SERIES in $HERE/kernels (known: $(awk '!/^#/ && NF { printf "%s ", $1 }' "$HERE/kernels"))"
 KVER=${PKG#linux-image-}
 
 KDIR="$CACHE_DIR/kernel/$KVER"
 if [ -f "$KDIR/.complete" ]; then
     log "kernel $KVER already unpacked in $KDIR"
 else
+    # A private apt: the project's sources list, its own state and cache, the host's keyring.
+    APT_DIR=$(dirname "$CACHE_DIR")/apt
+    mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    {
+        for suite in bookworm bullseye trixie; do
+            echo "deb [signed-by=$keyring] http://deb.debian.org/debian $suite main"
+            echo "deb [signed-by=$keyring] http://deb.debian.org/debian-security $suite-security main"
+        done
+    } > "$APT_DIR/sources.list"
+    APT_OPTS=(-o "Dir::State=$APT_DIR" -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache"
+        -o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null)
+    KERNEL_APT_UPDATED=0
+    kernel_apt_update() {
+        [ "$KERNEL_APT_UPDATED" -eq 0 ] || return 0
+        log "apt-get update (bookworm, bullseye, trixie; private lists in $APT_DIR)"
+        flock /tmp/apt.lock apt-get "${APT_OPTS[@]}" update -qq >&2 || die "apt-get update of $APT_DIR/sources.list failed"
+        KERNEL_APT_UPDATED=1
+    }
+    [ -n "$(ls -A "$APT_DIR/lists" 2>/dev/null | grep -v partial)" ] || kernel_apt_update
+
+    in_archive() { apt-cache "${APT_OPTS[@]}" show "$1" >/dev/null 2>&1; }
+    # The private lists may predate a change in the archive: refresh them once before failing.
+    in_archive "$PKG" || { kernel_apt_update; in_archive "$PKG"; } || {
+        newest=$(apt-cache "${APT_OPTS[@]}" search --names-only "$SERIES_REGEX" 2>/dev/null | awk '{ print $1 }' | sort -V | tail -n1)
+        die "the pinned $SERIES kernel $PKG is no longer in Debian's archive ($SUITE); the newest build" \
+            "of the series is ${newest:-not found either}. Pin it in $HERE/kernels, with a" \
+            "reference table in ../shared/isf made from it"
+    }
     DL="$CACHE_DIR/debs"
     mkdir -p "$DL"
     deb=$(find "$DL" -maxdepth 1 -name "${PKG}_*.deb" | sort -V | tail -n1)
@@ -82,9 +112,10 @@ else
         # there when running as root, so download in a temp dir we chmod.
         tmpd=$(mktemp -d "$DL/.dl.XXXXXX")
         chmod 0777 "$tmpd"
-        if ! (cd "$tmpd" && apt-get download "$PKG" >&2); then
-            apt_update_once
-            (cd "$tmpd" && apt-get download "$PKG" >&2) || { rm -rf "$tmpd"; die "apt-get download $PKG failed"; }
+        if ! (cd "$tmpd" && apt-get "${APT_OPTS[@]}" download "$PKG" >&2); then
+            kernel_apt_update
+            (cd "$tmpd" && apt-get "${APT_OPTS[@]}" download "$PKG" >&2) \
+                || { rm -rf "$tmpd"; die "apt-get download $PKG failed"; }
         fi
         mv "$tmpd"/*.deb "$DL"/
         rm -rf "$tmpd"
@@ -95,7 +126,15 @@ else
     mkdir -p "$KDIR"
     dpkg-deb -x "$deb" "$KDIR"
     [ -f "$KDIR/boot/vmlinuz-$KVER" ] || die "no boot/vmlinuz-$KVER in $deb"
-    [ -d "$KDIR/lib/modules/$KVER" ] || die "no lib/modules/$KVER in $deb"
+    # Debian 13 is merged-/usr: its modules are in usr/lib/modules.
+    if [ ! -e "$KDIR/lib" ] && [ -d "$KDIR/usr/lib/modules/$KVER" ]; then ln -s usr/lib "$KDIR/lib"; fi
+    [ -d "$KDIR/lib/modules/$KVER" ] || die "no lib/modules/$KVER or usr/lib/modules/$KVER in $deb"
+    # 6.12's modules are .ko.xz: busybox insmod takes only plain ELF, so decompress them.
+    if find "$KDIR/lib/modules/$KVER" -name '*.ko.xz' -print -quit | grep . >/dev/null; then
+        log "decompressing the .ko.xz modules"
+        find "$KDIR/lib/modules/$KVER" -name '*.ko.xz' -print0 | xargs -0 -r -P "$(nproc)" -n 64 xz -d \
+            || die "xz -d of the modules in $KDIR failed"
+    fi
     # The .deb has no modules.dep / modules.alias (depmod runs at install
     # time); generate them with busybox's depmod, no kmod needed.
     log "busybox depmod -b $KDIR $KVER"

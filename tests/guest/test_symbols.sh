@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test_symbols.sh CACHE_DIR AVML_STATIC_BINARY [OUT]
 #
-# `avml symbols` inside the Debian 6.1 guest, checked with Volatility 3 on images
-# captured right after it: the table must let Volatility find the kernel
+# `avml symbols` inside the guest (any kernel tests/guest/setup.sh prepared: 5.10, 6.1, 6.12),
+# checked with Volatility 3 on images captured right after it: the table must let Volatility find the kernel
 # (banners.Banners), list the processes /proc showed just before and after the
 # capture (linux.pslist.PsList: pid, ppid, comm), the modules of /proc/modules
 # (linux.lsmod.Lsmod) and the command lines (linux.psaux.PsAux). The guest's BTF,
@@ -23,7 +23,10 @@ mkdir -p sym && cat /sys/kernel/btf/vmlinux > sym/btf && cat /proc/kallsyms > sy
 avml symbols sym/guest.isf.json.gz
 # Long-lived processes with arguments, for pslist and psaux, outside /data (which must unmount).
 # None forks while memory is read: a forking process's pages change under the capture (smear).
-mkfifo /tmp/avml-fifo && cd / && { sleep 100000 & sh -c 'read line < /tmp/avml-fifo' & nc -l -p 4444 -e cat & } </dev/null >/dev/null 2>&1; echo started
+# They hold what lsof and sockstat must find: a listening and two connected TCP sockets (nc),
+# a pipe (sleep | nc), a fifo, a file on tmpfs (fd 3).
+mkfifo /tmp/avml-fifo && echo held > /tmp/avml-held && cd / && { sleep 100000 & sh -c 'exec 3</tmp/avml-held; read line < /tmp/avml-fifo' & nc -l -p 4444 -e cat & } </dev/null >/dev/null 2>&1; echo started
+sleep 1; cd / && { sleep 100000 | nc 127.0.0.1 4444 & } </dev/null >/dev/null 2>&1; sleep 1; echo connected
 sh /test/snapshot.sh sym/before-lime
 avml acquire sym/mem.lime
 sh /test/snapshot.sh sym/after-lime
@@ -33,6 +36,39 @@ STEPS
 AVML_GUEST_SMP=${AVML_GUEST_SMP:-2} AVML_GUEST_EXTRA_FILES="$HERE/snapshot.sh:/test/snapshot.sh" \
     "$HERE/run.sh" "$CACHE_DIR" "$AVML" "$OUT" "$steps"
 rm -f "$steps"
-rm -rf "$OUT/truth"  # QEMU's RAM dump: not needed here
+fail() { echo "test_symbols: FAIL: $*" >&2; exit 1; }
+
+# The default capture (kcore on every kernel here) against QEMU's dump of the guest's RAM,
+# taken after the steps; then both images against their manifests' SHA-256.
+python3 "$HERE/compare.py" --iomem "$OUT/iomem.txt" --truth "$OUT/truth" --image "$OUT/sym/mem.lime" \
+    --zero-blocks "$OUT/sym/mem.lime.json" --require-kernel-equal --min-coverage 0.999 \
+    || fail "mem.lime does not match the guest's RAM"
+rm -rf "$OUT/truth"
+for image in mem.lime mem.avml; do
+    "$AVML" verify "$OUT/sym/$image" || fail "avml verify $image"
+done
+echo "test_symbols: mem.lime matches the guest's kernel code and rodata; avml verify passes on mem.lime and mem.avml"
+
+# The capture's speed: System RAM captured (zero blocks included) over the time avml's summary gives.
+python3 - "$OUT" <<'PY' || fail "no capture speed: the summary line or the manifest is missing"
+import json, re, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+release = (out / "sym" / "version").read_text().split()[2]
+speeds = 0
+for step in sorted((out / "guest-run" / "steps").glob("*.cmd")):
+    command = step.read_text().strip()
+    match = re.fullmatch(r"avml acquire (--compress )?sym/(mem\.\w+)", command)
+    if not match:
+        continue
+    summary = re.search(r"avml: captured .* from (\S+) in ([0-9.]+) s", step.with_suffix(".stderr").read_text())
+    manifest = json.loads((out / "sym" / f"{match.group(2)}.json").read_text())
+    size = sum(int(r["end"], 16) + 1 - int(r["start"], 16) for r in manifest["ranges"]["captured"]) / 2**20
+    seconds = float(summary.group(2))
+    print(f"test_symbols: speed on {release}: `{command}` captured {size:.1f} MiB of System RAM from "
+          f"{summary.group(1)} in {seconds:.1f} s: {size / seconds:.1f} MiB/s")
+    speeds += 1
+sys.exit(0 if speeds == 2 else 1)
+PY
 
 AVML_BIN=$AVML timeout "${AVML_SYMBOLS_CHECK_TIMEOUT:-1800}" python3 "$HERE/check_symbols.py" "$OUT"
