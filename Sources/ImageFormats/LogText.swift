@@ -21,3 +21,27 @@ public func escapedForLog(_ text: String) -> String {
 public func hex(_ value: UInt64) -> String {
     "0x" + String(value, radix: 16)
 }
+
+/// 1536 → "1.5 KiB".
+public func formatBytes(_ bytes: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : "\(formatDecimal(value, places: value < 10 ? 2 : 1)) \(units[unit])"
+}
+
+public func formatDecimal(_ value: Double, places: Int) -> String {
+    let scale = [1.0, 10, 100, 1000][min(places, 3)]
+    let rounded = (value * scale).rounded() / scale
+    var text = String(rounded)
+    if let dot = text.firstIndex(of: ".") {
+        let decimals = text.distance(from: dot, to: text.endIndex) - 1
+        if decimals < places { text += String(repeating: "0", count: places - decimals) }
+        if places == 0 { text = String(text[..<dot]) }
+    }
+    return text
+}

@@ -157,6 +157,8 @@ public struct MemoryCapture {
     public var devicePaths: [MemoryDevice: String] = Dictionary(
         uniqueKeysWithValues: MemoryDevice.allCases.map { ($0, $0.rawValue) })
     public var liveIOMemPath = "/proc/iomem"
+    /// Read when a source refuses to open, to name why; tests give a fixed state.
+    public var hostAccess: @Sendable () -> HostAccess = { HostAccess.current() }
 
     public init(
         destination: Destination, compressed: Bool, source: SourceSpecification? = nil, threads: Int, manifestPath: String
@@ -326,7 +328,7 @@ public struct MemoryCapture {
     private func capture(_ plan: CapturePlan, warn: (String) -> Void, progress: ((UInt64, UInt64) -> Void)?)
         throws(CaptureError) -> CaptureReport
     {
-        let opener = SourceOpener(devicePaths: devicePaths)
+        let opener = SourceOpener(devicePaths: devicePaths, hostAccess: hostAccess)
         // A stream is probed before it is opened: nothing sent can be taken back,
         // so one source is tried, and a host with none never connects.
         var candidates = source.map { [$0] }

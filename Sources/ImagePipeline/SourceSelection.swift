@@ -48,14 +48,22 @@ public struct AllSourcesFailed: Error, CustomStringConvertible {
         for failure in failures {
             text += "\n    \(failure.source): \(failure.error)"
         }
-        return text
+        return text + "\n" + Self.otherWays
     }
+
+    /// What can capture a host whose kernel lets no process read its memory.
+    public static let otherWays =
+        "What can still capture this host: a kernel module signed with a key this kernel trusts (LiME), or, for a "
+        + "virtual machine, the hypervisor's snapshot of its memory, read with `avml acquire --source SNAPSHOT_FILE` "
+        + "(a raw memory file)"
 }
 
 /// How a capture opens and probes memory sources.
 struct SourceOpener {
     /// Where each device is; tests point these at files to exercise fallback.
     var devicePaths: [MemoryDevice: String]
+    /// Read when a source refuses to open, to name the cause; tests give a fixed state.
+    var hostAccess: @Sendable () -> HostAccess = { HostAccess.current() }
 
     func path(of device: MemoryDevice) -> String {
         devicePaths[device] ?? device.rawValue
@@ -64,6 +72,33 @@ struct SourceOpener {
     /// Opens `specification` and says which of `planned` it can provide.
     /// - Throws: `SourceError` when the source cannot be opened or maps none of the plan.
     func open(_ specification: SourceSpecification, planned: [Range<UInt64>]) throws(SourceError) -> (
+        MemoryReader, [Range<UInt64>]
+    ) {
+        do {
+            return try openUnexplained(specification, planned: planned)
+        } catch {
+            throw explained(error, specification)
+        }
+    }
+
+    /// `error` with the host's reason when it is a refusal to open.
+    func explained(_ error: SourceError, _ specification: SourceSpecification) -> SourceError {
+        guard case .open(let errno, nil) = error.reason,
+            let cause = hostAccess().cause(of: errno, closedFrom: Self.closedFrom(specification))
+        else { return error }
+        return SourceError(.open(errno, cause: cause), path: error.path)
+    }
+
+    /// The lockdown mode from which the kernel closes a source to every process.
+    static func closedFrom(_ specification: SourceSpecification) -> HostAccess.Lockdown? {
+        switch specification {
+        case .device(.kcore): .confidentiality
+        case .device(.mem): .integrity
+        case .device(.crash), .rawFile: nil
+        }
+    }
+
+    private func openUnexplained(_ specification: SourceSpecification, planned: [Range<UInt64>]) throws(SourceError) -> (
         MemoryReader, [Range<UInt64>]
     ) {
         let reader: MemoryReader
@@ -93,7 +128,8 @@ struct SourceOpener {
         for device in [MemoryDevice.kcore, .crash, .mem] {
             let fd = Glibc.open(path(of: device), O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else {
-                failures.append((.device(device), SourceError(.open(Errno(rawValue: errno)), path: path(of: device))))
+                let error = SourceError(.open(Errno(rawValue: errno)), path: path(of: device))
+                failures.append((.device(device), explained(error, .device(device))))
                 continue
             }
             var info = stat()

@@ -57,7 +57,8 @@ public struct DiskUsageLimit: Sendable, Equatable {
         }
     }
 
-    static func directory(of path: String) -> String {
+    /// The directory a file at `path` would be created in.
+    public static func directory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }

@@ -4,8 +4,8 @@ import SystemPackage
 /// Why memory could not be read from a source, or planned from /proc/iomem.
 public struct SourceError: Error, Sendable, CustomStringConvertible {
     public enum Reason: Sendable, Equatable {
-        /// Opening the source failed.
-        case open(Errno)
+        /// Opening the source failed; `cause` says why when the host explains a refusal.
+        case open(Errno, cause: DenialCause? = nil)
         /// A read failed.
         case read(Errno, address: UInt64, count: Int)
         /// The source ended before the requested address.
@@ -51,9 +51,9 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         let name = escapedForLog(path)
         switch reason {
-        case .open(let errno):
+        case .open(let errno, let cause):
             var text = "cannot open \(name): \(errno)"
-            if errno == .permissionDenied || errno == .notPermitted { text += " (run as root)" }
+            if let cause { text += " (\(cause))" }
             if errno == .noSuchFileOrDirectory { text += " (this kernel does not provide it)" }
             return text
         case .read(let errno, let address, let count):

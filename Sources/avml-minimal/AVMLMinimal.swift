@@ -12,7 +12,8 @@ struct AVMLMinimal: AVMLRootCommand {
         abstract: "Acquire volatile memory for Linux (acquire-only build: no uploads; the full avml has them).",
         version: Manifest.toolVersion,
         subcommands: [
-            Acquire<NoUpload>.self, Convert.self, Verify.self, Info.self, Stream.self, Symbols.self, UploadUnavailable.self,
+            Acquire<NoUpload>.self, Check.self, Convert.self, Verify.self, Info.self, Stream.self, Symbols.self,
+            UploadUnavailable.self,
         ],
         defaultSubcommand: Acquire<NoUpload>.self
     )

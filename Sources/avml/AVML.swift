@@ -11,7 +11,8 @@ struct AVML: AVMLRootCommand {
         abstract: "Acquire volatile memory for Linux: capture, convert and verify physical memory images.",
         version: Manifest.toolVersion,
         subcommands: [
-            Acquire<UploadOptions>.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self, Symbols.self,
+            Acquire<UploadOptions>.self, Check.self, Convert.self, Verify.self, Info.self, Upload.self, Stream.self,
+            Symbols.self,
         ],
         defaultSubcommand: Acquire<UploadOptions>.self
     )
