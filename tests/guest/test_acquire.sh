@@ -10,7 +10,9 @@
 #   - --iomem with a saved map that claims device memory and reserved pages as
 #     System RAM: they are dropped (warning, manifest), never read;
 #   - every compressed record readable by Volatility 3 (an independent walk);
-#   - a basic acquire in a second, 256 MiB guest (the binary must fit its initramfs).
+#   - a basic acquire in a second, 256 MiB guest (the binary must fit its initramfs);
+#   - then test_symbols.sh (Volatility 3 with the table written beside the image) and
+#     test_refusals.sh (kernel lockdown, no CAP_SYS_RAWIO: the cause named, avml check agreeing).
 # Kernel code and rodata must be byte-equal to the truth; every System RAM byte
 # kcore exposes (all but the partial page at the top of the low range) present,
 # or in a whole 16 MiB block the manifest counts as skipped for being all zeros.
@@ -103,4 +105,7 @@ echo "test_acquire: the $(stat -c %s "$AVML")-byte binary acquires in a 256 MiB 
 "$HERE/test_symbols.sh" "$CACHE_DIR" "$AVML" "$OUT-symbols" || fail "symbol tables (see check_symbols lines above)"
 passed=$((passed + 1))
 # --- end of symbol tables ----------------------------------------------------
+# Refusals under kernel lockdown and without CAP_SYS_RAWIO, each named, with avml check agreeing.
+"$HERE/test_refusals.sh" "$CACHE_DIR" "$AVML" "$OUT-refusals" || fail "refusals (see test_refusals lines above)"
+passed=$((passed + 1))
 echo "$((passed + 4)) passed, 0 failed"

@@ -27,6 +27,7 @@ avml symbols sym/guest.isf.json.gz
 # a pipe (sleep | nc), a fifo, a file on tmpfs (fd 3).
 mkfifo /tmp/avml-fifo && echo held > /tmp/avml-held && cd / && { sleep 100000 & sh -c 'exec 3</tmp/avml-held; read line < /tmp/avml-fifo' & nc -l -p 4444 -e cat & } </dev/null >/dev/null 2>&1; echo started
 sleep 1; cd / && { sleep 100000 | nc 127.0.0.1 4444 & } </dev/null >/dev/null 2>&1; sleep 1; echo connected
+avml check sym/mem.lime
 sh /test/snapshot.sh sym/before-lime
 avml acquire sym/mem.lime
 sh /test/snapshot.sh sym/after-lime
@@ -48,6 +49,13 @@ for image in mem.lime mem.avml; do
     "$AVML" verify "$OUT/sym/$image" || fail "avml verify $image"
 done
 echo "test_symbols: mem.lime matches the guest's kernel code and rodata; avml verify passes on mem.lime and mem.avml"
+
+# `avml check` named the source the capture then read.
+check_step=$(grep -lx "avml check sym/mem.lime" "$OUT"/guest-run/steps/*.cmd) || fail "no avml check step"
+checked=$(sed -n 's/^avml check: acquire would read //p' "${check_step%.cmd}.stdout")
+read_from=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["source"])' "$OUT/sym/mem.lime.json")
+[ -n "$checked" ] && [ "$checked" = "$read_from" ] || fail "avml check said '$checked', the capture read '$read_from': $(cat "${check_step%.cmd}.stdout")"
+echo "test_symbols: avml check said acquire would read $checked, and it did"
 
 # The capture's speed: System RAM captured (zero blocks included) over the time avml's summary gives.
 python3 - "$OUT" <<'PY' || fail "no capture speed: the summary line or the manifest is missing"
