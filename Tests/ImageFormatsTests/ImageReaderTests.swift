@@ -32,7 +32,11 @@ func readAll(_ path: String, piece: Int = 1 << 20) throws -> [(UInt64, [UInt8])]
 }
 
 struct ImageReaderTests {
-    let directory = TemporaryDirectory()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
     let first = Samples.text(70_000)
     let second = Samples.random(5000, seed: 3)
 

@@ -50,7 +50,11 @@ func kcoreImage(_ segments: [KCoreFixtureSegment]) -> [UInt8] {
 }
 
 struct AcquisitionTests {
-    let directory = TemporaryDirectory()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
     static let memory = ImagePipelineTests.memory(0x40_0000, seed: 21)
     static let ram: [Range<UInt64>] = [0x1000..<0x9f000, 0x10_0000..<0x30_0000]
 

@@ -7,7 +7,11 @@ import Testing
 @testable import ImagePipeline
 
 struct ConversionTests {
-    let directory = TemporaryDirectory()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
 
     /// zero block, data, zero block, partial data, zero block, data (partial last block).
     func sparseRaw() -> [UInt8] {

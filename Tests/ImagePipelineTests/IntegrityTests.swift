@@ -8,7 +8,11 @@ import Testing
 @testable import ImagePipeline
 
 struct IntegrityTests {
-    let directory = TemporaryDirectory()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
 
     /// Captures 3 MiB of a raw memory file, the middle MiB zero; returns the report and the manifest it wrote.
     func capture(compressed: Bool = false) throws -> (CaptureReport, Manifest) {

@@ -151,7 +151,7 @@ struct VolatilitySafeRecordTests {
         }
         #expect(result.volatilityUnreadable.isEmpty)
         // Decoding gives the memory back.
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         let path = directory.write("joined.avml", image)
         let decoded = try decodedRecords(path)
         #expect(same(joined(decoded.map(\.1)), raw))

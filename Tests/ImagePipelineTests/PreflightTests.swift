@@ -10,7 +10,11 @@ import Testing
 /// `avml check` (issue 25): what a capture would find, found without writing, and
 /// agreeing with what the capture then does.
 struct PreflightTests {
-    let tests = AcquisitionTests()
+    let tests: AcquisitionTests
+
+    init() throws {
+        tests = try AcquisitionTests()
+    }
 
     /// Runs `avml check`'s preflight, then the capture itself with the same settings.
     func checkThenCapture(_ capture: MemoryCapture) -> (PreflightReport, CaptureReport?, String?) {

@@ -135,7 +135,7 @@ extension AcquisitionTests {
 
     @Test func functionsOnlyKallsymsGivesAReasonOrTheBuildsMap() throws {
         let fixtures = String(Self.symbolFixtures.kallsyms?.dropLast("kallsyms".count) ?? "")
-        let maps = TemporaryDirectory()
+        let maps = try TemporaryDirectory()
         var capture = acquisition(crash: directory.write("crash", Self.memory), kcore: nil, mem: nil)
         capture.symbolsPath = directory["image.lime.isf.json.gz"]
         capture.symbolSources = Self.symbolFixtures

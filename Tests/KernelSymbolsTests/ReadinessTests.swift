@@ -15,7 +15,7 @@ struct ReadinessTests {
 
     @Test func hiddenKallsymsNeedsASystemMap() throws {
         var sources = try SymbolTableTests.offline(kallsyms: "kallsyms-hidden")
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         sources.systemMapDirectory = directory.path
         guard case .failure(let error) = sources.readiness(), case .addressesHidden = error.reason else {
             throw Failure("hidden kallsyms without a map: \(sources.readiness())")

@@ -148,7 +148,7 @@ struct SymbolTableTests {
     }
 
     @Test func liveLayoutFindsSystemMapByRelease() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         directory.write("System.map-6.1.0-57-amd64", try fixtureBytes("System.map"))
         var sources = try Self.offline(kallsyms: "kallsyms-hidden")
         sources.systemMapDirectory = directory.path
@@ -157,7 +157,7 @@ struct SymbolTableTests {
     }
 
     @Test func noKallsymsFallsBackToTheMapOrSaysSo() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         var sources = try Self.offline(kallsyms: nil)
         sources.kallsyms = "/proc/nonexistent-kallsyms"
         sources.systemMapDirectory = directory.path
@@ -210,7 +210,7 @@ struct SymbolTableTests {
     }
 
     @Test func functionsOnlyKallsymsSaysKallsymsAll() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         let text = try String(contentsOfFile: fixture("kallsyms"), encoding: .utf8)
         let functions = text.split(separator: "\n").filter { $0.contains(" T ") || $0.contains(" t ") }.joined(separator: "\n")
         var sources = try Self.offline()
@@ -224,7 +224,7 @@ struct SymbolTableTests {
     }
 
     @Test func aMapOfAnotherBuildIsRefused() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         let map = try String(contentsOfFile: fixture("System.map"), encoding: .utf8)
             .replacingOccurrences(of: "ffffffff81001000 T use", with: "ffffffff81001040 T use")
         var sources = try Self.offline(kallsyms: nil)
@@ -245,7 +245,7 @@ struct SymbolTableTests {
     }
 
     @Test func badBannerAndGarbageKallsymsAreErrors() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         var sources = try Self.offline()
         sources.banner = directory.write("version", Array("not a banner\n".utf8))
         #expect(try Self.failure(sources).description.contains("does not start with 'Linux version '"))
@@ -257,7 +257,7 @@ struct SymbolTableTests {
     }
 
     @Test func btfErrorsNameTheFile() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         var sources = try Self.offline()
         sources.btf = directory.write("btf", Array(try fixtureBytes("layout.btf").prefix(100)))
         let error = try Self.failure(sources)

@@ -17,7 +17,7 @@ struct UnexpectedKernelDataTests {
 
     @Test(arguments: btfFiles, [UInt8(20), 25, 31])
     func aBTFKindOfANewerKernelMakesNoTableAndSaysWhatToDo(btfFile: String, kind: UInt8) throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         let original =
             btfFile.hasPrefix("/") ? Array(try Data(contentsOf: URL(fileURLWithPath: btfFile))) : try fixtureBytes(btfFile)
         let typeCount = try BTF(bytes: original).types.count
@@ -38,7 +38,7 @@ struct UnexpectedKernelDataTests {
     }
 
     @Test func functionsOnlyKallsymsWithoutAMapMakesNoTableAndSaysWhy() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         var sources = try SymbolTableTests.offline(kallsyms: "kallsyms-functions-only")
         sources.systemMapDirectory = directory.path
         let error = try SymbolTableTests.failure(sources)
@@ -57,7 +57,7 @@ struct UnexpectedKernelDataTests {
     }
 
     @Test func functionsOnlyKallsymsTakesTheAddressesFromTheBuildsMap() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         directory.write("System.map-6.1.0-57-amd64", try fixtureBytes("System.map"))
         var sources = try SymbolTableTests.offline(kallsyms: "kallsyms-functions-only")
         sources.systemMapDirectory = directory.path
@@ -79,7 +79,7 @@ struct UnexpectedKernelDataTests {
 
     @Test func kallsymsWithDataSymbolsIsNotBlamedOnKallsymsAll() throws {
         // Data symbols are there, one required symbol is not: the kernel has CONFIG_KALLSYMS_ALL.
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         let text = try String(contentsOfFile: fixture("kallsyms"), encoding: .utf8)
         var sources = try SymbolTableTests.offline()
         sources.kallsyms = directory.write(

@@ -27,7 +27,7 @@ struct HostAccessTests {
     func readsCapabilitiesLockdownAndSecurityModules(capEff: String, lockdown: String, mode: HostAccess.Lockdown, rawIO: Bool)
         throws
     {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         directory.write("status", Self.status(capEff: capEff))
         #expect(mkdir(directory["security"], 0o755) == 0)
         directory.write("security/lockdown", Array(lockdown.utf8))
@@ -38,7 +38,7 @@ struct HostAccessTests {
     }
 
     @Test func withoutSecurityFSTheLockdownModeIsUnknownAndSaysWhy() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         directory.write("status", Self.status(capEff: Self.allCapabilities))
         let access = HostAccess.current(status: directory["status"], security: directory["no-securityfs"])
         #expect(access.lockdown == nil && access.securityModules.isEmpty)

@@ -204,7 +204,7 @@ func writeKCore(_ directory: String, ram: [(physical: UInt64, size: UInt64)], fi
 
 struct KCoreReaderTests {
     @Test func readsAcrossAdjacentSegmentsAndRefusesGaps() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         let path = writeKCore(directory.path, ram: [(0x1000, 0x3000), (0x4000, 0x2000), (0x10000, 0x1000)]) {
             UInt8(truncatingIfNeeded: $0 >> 4)
         }
@@ -219,7 +219,7 @@ struct KCoreReaderTests {
     }
 
     @Test func smallOrEmptyKCoreIsLockedDown() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory()
         let path = directory.write("kcore", [])
         do {
             _ = try KCoreReader(path: path, systemRAM: [0..<0x1000])

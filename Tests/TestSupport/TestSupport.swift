@@ -1,34 +1,43 @@
 // Helpers shared by the test targets: temporary directories and fast byte comparisons.
+import Foundation
 import Glibc
 
 /// A fresh directory under /tmp, removed with everything in it when released.
 public final class TemporaryDirectory {
     public let path: String
 
-    public init() {
+    /// - Throws: `TestSupportError` when the directory cannot be created (never a fallback
+    ///   to a shared path, which the cleanup would then remove).
+    public init() throws(TestSupportError) {
         var template = Array("/tmp/avml-test-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap(mkdtemp).map { String(cString: $0) } ?? "/tmp" }
+        guard let made = template.withUnsafeMutableBufferPointer({ $0.baseAddress.flatMap(mkdtemp).map { String(cString: $0) } })
+        else { throw TestSupportError("mkdtemp /tmp/avml-test-XXXXXX", errno: errno) }
+        path = made
     }
 
+    /// Removes the directory and what the test left in it, without a shell.
     deinit {
-        _ = system("rm -rf '\(path)'")
+        try? FileManager.default.removeItem(atPath: path)
     }
 
     public subscript(name: String) -> String { "\(path)/\(name)" }
 
+    /// Writes `bytes` to `name`; a test cannot go on without its file, so failing stops the run, saying why.
     @discardableResult
     public func write(_ name: String, _ bytes: [UInt8]) -> String {
         let target = self[name]
-        let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { fatalError("\(TestSupportError("open \(target)", errno: errno))") }
+        defer { close(fd) }
         var offset = 0
         bytes.withUnsafeBytes { raw in
             while offset < raw.count, let base = raw.baseAddress {
                 let written = Glibc.write(fd, base + offset, raw.count - offset)
-                guard written > 0 else { break }
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { fatalError("\(TestSupportError("write \(target)", errno: errno))") }
                 offset += written
             }
         }
-        close(fd)
         return target
     }
 
@@ -110,4 +119,17 @@ public func btfWithNewerKind(_ btf: [UInt8], kind: UInt8, typeCount: Int) -> (by
     put(typeLength + record.count, at: 12, in: &bytes)
     put(stringOffset + record.count, at: 16, in: &bytes)
     return (bytes, typeCount, end + 4)
+}
+
+/// A test's set-up failed: what was done, and the errno.
+public struct TestSupportError: Error, CustomStringConvertible {
+    public var what: String
+    public var errno: Int32
+
+    public init(_ what: String, errno: Int32) {
+        self.what = what
+        self.errno = errno
+    }
+
+    public var description: String { "\(what): \(String(cString: strerror(errno)))" }
 }
