@@ -57,13 +57,22 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        // How a capture runs, and blocks of memory turned into image files: acquire, stream, convert.
+        // The engine: blocks of memory or of an image turned into LiME or compressed records on
+        // all cores, in order, hashed as written, into an `ImageSink`. Knows nothing of symbol
+        // tables, manifests or commands.
         .target(
-            name: "ImagePipeline",
+            name: "RecordEngine",
+            dependencies: ["ImageFormats", "MemorySources", "Hashing", "CSystemShims"]
+        ),
+        // How a capture runs over the engine (plan, checks, sources, sink lifecycle, manifest),
+        // conversions, verify and info, and the image file: acquire, stream, convert, check.
+        .target(
+            name: "Capture",
             dependencies: [
                 "ImageFormats",
                 "MemorySources",
                 "KernelSymbols",
+                "RecordEngine",
                 "CSystemShims",
                 "Hashing",
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -72,7 +81,7 @@ let package = Package(
         // An image over a plain TCP connection (`stream tcp`): sockets only, no SwiftNIO.
         .target(
             name: "TCPStreaming",
-            dependencies: ["ImageFormats", "ImagePipeline", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["ImageFormats", "RecordEngine", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // Sending images over HTTP(S): PUT, Azure Block Blob; retries, proxies, URL redaction.
         .target(
@@ -80,9 +89,8 @@ let package = Package(
             dependencies: [
                 "ImageFormats",
                 "CSystemShims",
-                "ImagePipeline",
-                "MemorySources",
-                "TCPStreaming",
+                "Capture",
+                "RecordEngine",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -96,7 +104,8 @@ let package = Package(
             name: "AVMLCommands",
             dependencies: [
                 "ImageFormats",
-                "ImagePipeline",
+                "Capture",
+                "RecordEngine",
                 "KernelSymbols",
                 "MemorySources",
                 "TCPStreaming",
@@ -108,7 +117,7 @@ let package = Package(
             dependencies: [
                 "AVMLCommands",
                 "ImageFormats",
-                "ImagePipeline",
+                "Capture",
                 "NetworkSinks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -117,7 +126,7 @@ let package = Package(
             name: "avml-minimal",
             dependencies: [
                 "AVMLCommands",
-                "ImagePipeline",
+                "Capture",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -132,8 +141,8 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
-            name: "ImagePipelineTests", dependencies: ["ImagePipeline", "MemorySources", "KernelSymbols", "TestSupport"]),
-        .testTarget(name: "NetworkSinksTests", dependencies: ["NetworkSinks", "ImagePipeline"]),
+            name: "CaptureTests", dependencies: ["Capture", "RecordEngine", "MemorySources", "KernelSymbols", "TestSupport"]),
+        .testTarget(name: "NetworkSinksTests", dependencies: ["NetworkSinks", "Capture"]),
         .testTarget(
             name: "KernelSymbolsTests",
             dependencies: ["KernelSymbols", "CZlib", "TestSupport"],

@@ -1,6 +1,6 @@
 import ArgumentParser
+import Capture
 import ImageFormats
-import ImagePipeline
 import MemorySources
 
 /// What `acquire` does with the finished image besides keeping it: the full avml

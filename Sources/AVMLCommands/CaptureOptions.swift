@@ -1,5 +1,5 @@
 import ArgumentParser
-import ImagePipeline
+import Capture
 import MemorySources
 
 /// What every command that reads memory takes: `acquire` and both streams.

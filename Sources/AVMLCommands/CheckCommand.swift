@@ -1,6 +1,6 @@
 import ArgumentParser
+import Capture
 import ImageFormats
-import ImagePipeline
 import MemorySources
 
 /// `avml check`, in both binaries: what `acquire` with the same options would find on

@@ -1,6 +1,7 @@
 import ArgumentParser
+import Capture
 import ImageFormats
-import ImagePipeline
+import RecordEngine
 
 public struct Convert: ParsableCommand {
     public static let configuration = CommandConfiguration(

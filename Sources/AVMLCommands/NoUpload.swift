@@ -1,5 +1,5 @@
 import ArgumentParser
-import ImagePipeline
+import Capture
 
 /// `acquire`'s upload options in the acquire-only build (`avml-minimal`), which links
 /// no HTTP or TLS stack: they are parsed, hidden from the help, only to be refused at

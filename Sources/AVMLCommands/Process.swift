@@ -1,8 +1,9 @@
 import ArgumentParser
+import Capture
 import Dispatch
 import Glibc
 import ImageFormats
-import ImagePipeline
+import RecordEngine
 
 /// The root command of each binary (`avml`, `avml-minimal`): its `main()` sets up
 /// signals before parsing.

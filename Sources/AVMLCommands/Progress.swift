@@ -1,6 +1,7 @@
+import Capture
 import Glibc
 import ImageFormats
-import ImagePipeline
+import RecordEngine
 import Synchronization
 
 /// Percent, bytes, rate and ETA on one self-overwriting stderr line, only when

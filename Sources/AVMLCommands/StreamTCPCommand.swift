@@ -1,6 +1,6 @@
 import ArgumentParser
+import Capture
 import ImageFormats
-import ImagePipeline
 import TCPStreaming
 
 /// `avml stream tcp`: memory over a plain TCP connection, in both binaries.

@@ -1,6 +1,6 @@
 import ArgumentParser
+import Capture
 import ImageFormats
-import ImagePipeline
 import KernelSymbols
 
 /// `avml symbols`, in both binaries.

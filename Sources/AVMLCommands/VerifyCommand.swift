@@ -1,7 +1,7 @@
 import ArgumentParser
+import Capture
 import FoundationEssentials
 import ImageFormats
-import ImagePipeline
 import KernelSymbols
 
 public struct Verify: ParsableCommand {

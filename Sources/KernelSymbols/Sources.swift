@@ -317,11 +317,5 @@ extension KernelSymbols {
 
 /// Lower-case hex SHA-256.
 func sha256Hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var text: [UInt8] = []
-    for byte in SHA256.hash(data: bytes) {
-        text.append(digits[Int(byte >> 4)])
-        text.append(digits[Int(byte & 0xf)])
-    }
-    return String(decoding: text, as: UTF8.self)
+    SHA256.hash(data: bytes).description
 }

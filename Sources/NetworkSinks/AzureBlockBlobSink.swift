@@ -1,5 +1,6 @@
-import ImagePipeline
+import Capture
 import NIOCore
+import RecordEngine
 
 /// An image streamed straight into an Azure Block Blob (`avml stream blob`): no local file.
 ///

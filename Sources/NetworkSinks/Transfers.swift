@@ -1,5 +1,5 @@
+import Capture
 import Glibc
-import ImagePipeline
 import SystemPackage
 
 /// Where `acquire --url/--sas-url` and `avml upload` send a finished image.

@@ -1,5 +1,5 @@
 import Glibc
-import ImagePipeline
+import RecordEngine
 import SystemPackage
 
 /// An image streamed over a plain TCP connection (`avml stream tcp HOST:PORT`), for a

@@ -1,6 +1,6 @@
 import AVMLCommands
 import ArgumentParser
-import ImagePipeline
+import Capture
 
 /// The acquire-only build: acquire, convert, verify, info, stream tcp and symbols, with no
 /// HTTP or TLS stack, so that less is copied onto the examined host. `acquire`'s

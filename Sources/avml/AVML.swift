@@ -1,6 +1,6 @@
 import AVMLCommands
 import ArgumentParser
-import ImagePipeline
+import Capture
 
 /// The full avml: everything `avml-minimal` does, plus uploads (`upload`, `stream
 /// blob`, and `acquire --url/--sas-url/--delete`) over HTTP and TLS.

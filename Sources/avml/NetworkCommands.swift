@@ -1,7 +1,7 @@
 import AVMLCommands
 import ArgumentParser
+import Capture
 import ImageFormats
-import ImagePipeline
 import NetworkSinks
 
 /// Azure Block Blob options, with AVML's names.

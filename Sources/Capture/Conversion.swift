@@ -1,6 +1,7 @@
 import Glibc
 import ImageFormats
 import MemorySources
+import RecordEngine
 
 /// `avml convert`: moves an image between raw, LiME and AVML's compressed format
 /// with AVML's rules, so uncompressed output is byte-identical to AVML's.

@@ -5,7 +5,8 @@ import MemorySources
 import TestSupport
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 struct IntegrityTests {
     let directory: TemporaryDirectory
@@ -33,7 +34,7 @@ struct IntegrityTests {
         let (result, manifest) = try capture()
         let image = try #require(directory.read("image"))
         #expect(manifest.size == UInt64(image.count))
-        #expect(manifest.sha256 == hexDigest(SHA256.hash(data: image)))
+        #expect(manifest.sha256 == SHA256.hash(data: image).description)
         #expect(manifest.source == directory["memory.raw"])
         #expect(manifest.format == "lime")
         #expect(manifest.ranges.planned == [.init(0..<0x10_0000), .init(0x20_0000..<0x30_0000)])

@@ -15,7 +15,7 @@ public enum Interruption {
     }
 
     /// Throws once a stop has been requested.
-    static func check() throws(Interrupted) {
+    public static func check() throws(Interrupted) {
         if requested { throw Interrupted() }
     }
 }

@@ -103,6 +103,8 @@ public struct PipelineResult: Sendable {
     public var timings = StageTimings()
     /// Worker threads that ran.
     public var workers = 0
+
+    public init() {}
 }
 
 /// Why a run stopped, by side: the memory source (or the image being read), or the destination.

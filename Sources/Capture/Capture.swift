@@ -3,6 +3,7 @@ import Glibc
 import ImageFormats
 import KernelSymbols
 import MemorySources
+import RecordEngine
 
 // How a capture runs (`avml acquire`, `avml stream`), from start to end:
 //

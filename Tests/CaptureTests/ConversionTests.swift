@@ -4,7 +4,8 @@ import Synchronization
 import TestSupport
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 struct ConversionTests {
     let directory: TemporaryDirectory

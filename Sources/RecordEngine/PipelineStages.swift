@@ -244,7 +244,7 @@ final class Hasher: Sendable {
     /// The digest of everything pushed, and the seconds spent hashing.
     func result() -> (sha256: String?, seconds: Double) {
         guard enabled else { return (nil, 0) }
-        return state.withLock { (hexDigest($0.sha.finalize()), $0.seconds) }
+        return state.withLock { ($0.sha.finalize().description, $0.seconds) }
     }
 
     private func loop() {

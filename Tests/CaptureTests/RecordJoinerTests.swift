@@ -1,7 +1,8 @@
 import ImageFormats
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 struct RecordJoinerTests {
     static let size = 16 << 20

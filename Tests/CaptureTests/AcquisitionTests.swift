@@ -6,7 +6,8 @@ import MemorySources
 import TestSupport
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 /// A little-endian ELF64 core with one PT_LOAD per RAM range, data at 0x4000 onward.
 func kcoreImage(_ ram: [Range<UInt64>], memory: [UInt8]) -> [UInt8] {
@@ -55,7 +56,7 @@ struct AcquisitionTests {
     init() throws {
         directory = try TemporaryDirectory()
     }
-    static let memory = ImagePipelineTests.memory(0x40_0000, seed: 21)
+    static let memory = CaptureTests.memory(0x40_0000, seed: 21)
     static let ram: [Range<UInt64>] = [0x1000..<0x9f000, 0x10_0000..<0x30_0000]
 
     static let iomem =
@@ -232,7 +233,7 @@ struct AcquisitionTests {
         #expect(table.starts(with: [0x1f, 0x8b]))
         let entry = try #require(try Manifest.read(from: directory["image.lime.json"]).symbols)
         #expect(entry.path == directory["image.lime.isf.json.gz"] && entry.size == UInt64(table.count))
-        #expect(entry.sha256 == hexDigest(SHA256.hash(data: table)))
+        #expect(entry.sha256 == SHA256.hash(data: table).description)
         #expect(entry.banner?.hasPrefix("Linux version 6.1.0-57-amd64") == true && entry.missing == nil)
     }
 

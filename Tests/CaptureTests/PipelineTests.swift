@@ -5,7 +5,8 @@ import SystemPackage
 import TestSupport
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 struct PipelineTests {
     /// Three blocks of data and a partial one, then a zero block, then a short tail.
@@ -30,7 +31,7 @@ struct PipelineTests {
     @Test func theHashIsOfTheBytesWritten() throws {
         for compressed in [false, true] {
             let (bytes, result) = try run(compressed: compressed, threads: 2, hashing: true)
-            #expect(result.sha256 == hexDigest(SHA256.hash(data: bytes)))
+            #expect(result.sha256 == SHA256.hash(data: bytes).description)
             #expect(result.statistics.bytesWritten == UInt64(bytes.count))
         }
     }

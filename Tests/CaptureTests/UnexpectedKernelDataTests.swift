@@ -4,7 +4,8 @@ import MemorySources
 import TestSupport
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 /// Kernel data a capture does not expect (issue 16), end to end through `MemoryCapture.run`,
 /// as `avml acquire` runs it: the image is still taken, and the manifest says what is missing and why.

@@ -6,7 +6,8 @@ import SystemPackage
 import TestSupport
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 let block = RecordPipeline.blockSize
 

@@ -3,6 +3,7 @@ import Glibc
 import ImageFormats
 import KernelSymbols
 import MemorySources
+import RecordEngine
 
 /// The chain-of-custody record written beside every image: what was taken,
 /// from where, when, how, and the SHA-256 of the file exactly as written.

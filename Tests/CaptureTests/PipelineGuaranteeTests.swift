@@ -6,7 +6,8 @@ import Synchronization
 import TestSupport
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 /// The pipeline's guarantees under hostile scheduling and scarce resources.
 struct PipelineGuaranteeTests {

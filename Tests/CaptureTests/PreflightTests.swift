@@ -5,7 +5,8 @@ import SystemPackage
 import TestSupport
 import Testing
 
-@testable import ImagePipeline
+@testable import Capture
+@testable import RecordEngine
 
 /// `avml check` (issue 25): what a capture would find, found without writing, and
 /// agreeing with what the capture then does.

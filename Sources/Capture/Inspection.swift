@@ -185,16 +185,5 @@ func sha256(ofFile path: String, progress: (UInt64) -> Void) throws -> String {
         done += UInt64(count)
         progress(done)
     }
-    return hexDigest(hasher.finalize())
-}
-
-func hexDigest(_ digest: SHA256.Digest) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var text: [UInt8] = []
-    text.reserveCapacity(64)
-    for byte in digest {
-        text.append(digits[Int(byte >> 4)])
-        text.append(digits[Int(byte & 0xf)])
-    }
-    return String(decoding: text, as: UTF8.self)
+    return hasher.finalize().description
 }
