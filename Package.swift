@@ -149,7 +149,7 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(name: "TCPStreamingTests", dependencies: ["TCPStreaming"]),
-        .testTarget(name: "AVMLCommandsTests", dependencies: ["AVMLCommands"]),
+        .testTarget(name: "AVMLCommandsTests", dependencies: ["AVMLCommands", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -17,8 +17,9 @@ public protocol AcquireUpload: ParsableArguments {
     /// - Throws: the destination's refusal, which stops the capture.
     func checkBeforeReading(_ plan: CapturePlan, compressed: Bool) throws
 
-    /// Uploads `file` if asked, after a successful capture; exits 1 on failure.
-    func uploadIfRequested(file: String, quiet: Bool)
+    /// Uploads `file` if asked, after a successful capture.
+    /// - Throws: `CommandFailure` when the upload fails.
+    func uploadIfRequested(file: String, quiet: Bool) throws(CommandFailure)
 }
 
 /// `avml acquire`, the same in both binaries but for what `Upload` adds.
@@ -61,21 +62,21 @@ public struct Acquire<Upload: AcquireUpload>: ParsableCommand {
         memoryCapture.diskUsage = DiskUsageLimit(maxMiB: maxDiskUsage, maxPercentage: maxDiskUsagePercentage)
         let compressed = capture.compress
         memoryCapture.beforeReading = { plan in try upload.checkBeforeReading(plan, compressed: compressed) }
-        _ = runCapture("acquire", memoryCapture, quiet: capture.pipeline.quiet)
-        upload.uploadIfRequested(file: filename, quiet: capture.pipeline.quiet)
+        _ = try runCapture("acquire", memoryCapture, quiet: capture.pipeline.quiet)
+        try upload.uploadIfRequested(file: filename, quiet: capture.pipeline.quiet)
     }
 }
 
 /// Runs a capture and reports it: warnings as they come, then what a responder
-/// must know about the image, then a summary. Exits 1 on failure (the manifest
-/// already records why).
+/// must know about the image, then a summary.
 ///
 /// - Parameters:
 ///   - label: the progress line's label.
 ///   - capture: the capture, with its manifest path.
 ///   - quiet: no progress and no summary.
 /// - Returns: what was captured.
-public func runCapture(_ label: String, _ capture: MemoryCapture, quiet: Bool) -> CaptureReport {
+/// - Throws: `CommandFailure` when the capture failed (its manifest already records why).
+public func runCapture(_ label: String, _ capture: MemoryCapture, quiet: Bool) throws(CommandFailure) -> CaptureReport {
     let progress = ProgressLine(label, quiet: quiet)
     let report: CaptureReport
     do {
@@ -86,7 +87,7 @@ public func runCapture(_ label: String, _ capture: MemoryCapture, quiet: Bool) -
             }, progress: progress.callback)
     } catch {
         progress.finish()
-        fail(error)
+        throw CommandFailure(error)
     }
     progress.finish()
     // Memory the source could not provide was warned of by `run`, which keeps it in the manifest too.

@@ -33,7 +33,7 @@ public struct Convert: ParsableCommand {
             result = try conversion.run(progress: progress.callback)
         } catch {
             progress.finish()
-            fail(error)
+            throw CommandFailure(error)
         }
         progress.finish()
         reportVolatilityUnreadable(result.volatilityUnreadable)

@@ -39,7 +39,7 @@ public struct NoUpload: AcquireUpload {
 
     public func checkBeforeReading(_ plan: CapturePlan, compressed: Bool) {}
 
-    public func uploadIfRequested(file: String, quiet: Bool) {}
+    public func uploadIfRequested(file: String, quiet: Bool) throws(CommandFailure) {}
 }
 
 /// `avml upload …` in the acquire-only build: hidden, and refused with `NoUpload`'s advice.

@@ -13,11 +13,31 @@ extension AVMLRootCommand {
     /// Signals first: a reader that goes away (`avml acquire /dev/stdout | ssh ...`)
     /// must give a write error, not kill the process silently; SIGINT and SIGTERM
     /// stop the capture between blocks so the incomplete image is removed.
+    ///
+    /// Every command returns its failure as a `CommandFailure`; this is the one place that
+    /// prints it and picks the exit status (1). Argument errors, `--help` and `ExitCode`
+    /// go to swift-argument-parser as before.
     public static func main() {
         signal(SIGPIPE, SIG_IGN)
         stopOnSignals()
-        main(nil)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let failure as CommandFailure {
+            FileHandleStandardError.write(failure.message + "\n")
+            exit(withError: ExitCode.failure)
+        } catch {
+            exit(withError: error)
+        }
     }
+}
+
+/// `--quiet`, the same for every subcommand that reports progress or a summary.
+public struct QuietOption: ParsableArguments {
+    @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
+    public var quiet = false
+
+    public init() {}
 }
 
 /// Options every subcommand that writes images shares.
@@ -31,8 +51,8 @@ public struct PipelineOptions: ParsableArguments {
             valueName: "MiB"))
     var memoryBudget: Int = RecordPipeline.defaultMemoryBudget >> 20
 
-    @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
-    public var quiet = false
+    @OptionGroup var reporting: QuietOption
+    public var quiet: Bool { reporting.quiet }
 
     public init() {}
 
@@ -49,16 +69,27 @@ public struct PipelineOptions: ParsableArguments {
 
 extension ImageFormat: ExpressibleByArgument {}
 
-/// Prints an error and its causes the way AVML does, escaped for the terminal, and exits 1.
-public func fail(_ error: Error) -> Never {
-    var message = "error: \(String(describing: error))"
-    var cause = (error as? CausedError)?.cause
-    while let current = cause {
-        message += "\ncaused by: \(String(describing: current))"
-        cause = (current as? CausedError)?.cause
+/// A command failed: `main` prints `message` (the error and its causes, as AVML does)
+/// and exits 1. Commands throw it rather than exit, so that they can be tested in-process.
+public struct CommandFailure: Error, CustomStringConvertible {
+    public var error: any Error
+
+    public init(_ error: any Error) {
+        self.error = error
     }
-    FileHandleStandardError.write(message + "\n")
-    Convert.exit(withError: ExitCode.failure)
+
+    /// "error: ..." and a "caused by: ..." line per wrapped cause.
+    public var message: String {
+        var message = "error: \(String(describing: error))"
+        var cause = (error as? CausedError)?.cause
+        while let current = cause {
+            message += "\ncaused by: \(String(describing: current))"
+            cause = (current as? CausedError)?.cause
+        }
+        return message
+    }
+
+    public var description: String { message }
 }
 
 /// An error that wraps the one that led to it.

@@ -19,7 +19,7 @@ public struct StreamTCP: ParsableCommand {
         let destination = MemoryCapture.Destination.stream(name: self.destination) { _ in
             try TCPSink(address: self.destination)
         }
-        let report = runCapture(
+        let report = try runCapture(
             "stream", capture.memoryCapture(to: destination, manifestFor: "-"), quiet: capture.pipeline.quiet)
         if !capture.pipeline.quiet {
             FileHandleStandardError.write(

@@ -30,8 +30,8 @@ public struct Symbols: ParsableCommand {
     @Option(help: "Banner file (a copy of /proc/version).")
     var banner: String?
 
-    @Flag(help: "Print no summary on stderr (warnings and errors still show).")
-    var quiet = false
+    @OptionGroup var reporting: QuietOption
+    var quiet: Bool { reporting.quiet }
 
     @Argument(help: "Where to write the table (created mode 0600; a symlink here is refused).")
     var output: String?
@@ -56,13 +56,13 @@ public struct Symbols: ParsableCommand {
         do {
             table = try KernelSymbols.make(from: sources, producerVersion: Manifest.toolVersion)
         } catch {
-            fail(error)
+            throw CommandFailure(error)
         }
         let destination = output ?? defaultOutput(for: table)
         do {
             try writeSideFile(table.compressed, to: destination)
         } catch {
-            fail(error)
+            throw CommandFailure(error)
         }
         for note in table.notes { warn(note) }
         guard !quiet else { return }

@@ -12,8 +12,8 @@ public struct Verify: ParsableCommand {
     @Option(help: "The manifest to check against (default: IMAGE.json, if present).")
     var manifest: String?
 
-    @Flag(help: "Show no progress on stderr.")
-    var quiet = false
+    @OptionGroup var reporting: QuietOption
+    var quiet: Bool { reporting.quiet }
 
     @Argument(help: "The LiME or compressed image.")
     var image: String
@@ -27,7 +27,7 @@ public struct Verify: ParsableCommand {
             result = try verifyImage(path: image, manifestPath: manifest, progress: progress.callback)
         } catch {
             progress.finish()
-            fail(error)
+            throw CommandFailure(error)
         }
         progress.finish()
         let summary = result.summary
@@ -60,7 +60,7 @@ public struct Info: ParsableCommand {
         do {
             summary = try ImageSummary.read(path: image)
         } catch {
-            fail(error)
+            throw CommandFailure(error)
         }
         // The manifest beside the image says whether a symbol table was taken.
         let manifest = try? Manifest.read(from: image + ".json")

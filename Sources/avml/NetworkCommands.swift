@@ -63,15 +63,16 @@ struct UploadOptions: AcquireUpload {
         }
     }
 
-    /// Uploads `file` as asked, reporting progress and retries; exits 1 on failure, keeping the file.
-    func uploadIfRequested(file: String, quiet: Bool) {
+    /// Uploads `file` as asked, reporting progress and retries; on failure the file is kept.
+    func uploadIfRequested(file: String, quiet: Bool) throws(CommandFailure) {
         guard let destination else { return }
-        uploadFile(file, to: destination, delete: delete, quiet: quiet)
+        try uploadFile(file, to: destination, delete: delete, quiet: quiet)
     }
 }
 
-/// Uploads `file`, printing progress and retries on standard error; exits 1 on failure.
-func uploadFile(_ file: String, to destination: UploadDestination, delete: Bool, quiet: Bool) {
+/// Uploads `file`, printing progress and retries on standard error.
+/// - Throws: `CommandFailure` when the upload fails.
+func uploadFile(_ file: String, to destination: UploadDestination, delete: Bool, quiet: Bool) throws(CommandFailure) {
     let progress = ProgressLine("upload", quiet: quiet)
     let settings = TransferSettings.fromProcessEnvironment(onRetry: retryReporter(progress))
     do {
@@ -85,7 +86,7 @@ func uploadFile(_ file: String, to destination: UploadDestination, delete: Bool,
     } catch {
         progress.finish()
         if delete { FileHandleStandardError.write("note: \(escapedForLog(file)) was kept\n") }
-        fail(error)
+        throw CommandFailure(error)
     }
 }
 
@@ -113,11 +114,11 @@ extension AVML {
             @Argument(help: "Destination URL (its query string is never printed).")
             var url: String
 
-            @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
-            var quiet = false
+            @OptionGroup var reporting: QuietOption
+            var quiet: Bool { reporting.quiet }
 
             func run() throws {
-                uploadFile(file, to: .put(url: url), delete: false, quiet: quiet)
+                try uploadFile(file, to: .put(url: url), delete: false, quiet: quiet)
             }
         }
 
@@ -133,13 +134,13 @@ extension AVML {
             @Argument(help: "The blob's SAS URL (its query string is never printed).")
             var sasUrl: String
 
-            @Flag(help: "Show no progress or summary on stderr (warnings and errors still show).")
-            var quiet = false
+            @OptionGroup var reporting: QuietOption
+            var quiet: Bool { reporting.quiet }
 
             func run() throws {
                 let destination = UploadDestination.blob(
                     sasURL: sasUrl, blockSizeMiB: blob.sasBlockSize, concurrency: blob.sasBlockConcurrency)
-                uploadFile(file, to: destination, delete: false, quiet: quiet)
+                try uploadFile(file, to: destination, delete: false, quiet: quiet)
             }
         }
     }
@@ -165,7 +166,7 @@ extension AVML {
                 sink = opened
                 return opened
             }
-            _ = runCapture("stream", capture.memoryCapture(to: destination, manifestFor: "-"), quiet: capture.pipeline.quiet)
+            _ = try runCapture("stream", capture.memoryCapture(to: destination, manifestFor: "-"), quiet: capture.pipeline.quiet)
             if let receipt = sink?.receipt, !capture.pipeline.quiet {
                 FileHandleStandardError.write(
                     "avml: streamed \(receipt.bytes) bytes to \(receipt.url) as \(receipt.blocks ?? 0) blocks\n")

@@ -1,36 +1,5 @@
-import Hashing
 import ImageFormats
 import SystemPackage
-
-/// The kernel banner (/proc/version): `linux_banner`'s text, which Volatility scans images for.
-struct Banner {
-    /// Without the trailing newline.
-    var text: String
-    /// `linux_banner` as it is in memory: the text, a newline, a NUL.
-    var constantData: [UInt8]
-    /// `uname -r`: the word after "Linux version ".
-    var release: String
-    /// Major and minor version, when the release starts with them.
-    var version: (Int, Int)?
-
-    init(_ bytes: [UInt8], path: String) throws(SymbolTableError) {
-        var end = bytes.count
-        while end > 0 && [0x00, 0x0a, 0x0d, 0x20].contains(bytes[end - 1]) { end -= 1 }
-        let text = String(decoding: bytes[..<end], as: UTF8.self)
-        let prefix = "Linux version "
-        guard text.hasPrefix(prefix) else {
-            throw SymbolTableError(.badBanner(path: path, detail: "it does not start with '\(prefix)'"))
-        }
-        guard !text.contains("\n") else {
-            throw SymbolTableError(.badBanner(path: path, detail: "it has more than one line"))
-        }
-        self.text = text
-        constantData = Array(text.utf8) + [0x0a, 0x00]
-        release = String(text.dropFirst(prefix.count).prefix { $0 != " " })
-        let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
-        version = numbers.count == 2 ? (numbers[0], numbers[1]) : nil
-    }
-}
 
 /// The symbol addresses chosen for the table, and the files behind them.
 struct AddressSource {
@@ -270,52 +239,4 @@ extension KernelSymbols {
             return shifted
         }
     }
-
-    static func readVMCoreInfo(_ path: String) throws -> String? {
-        let descriptor = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
-        return try descriptor.closeAfter {
-            try VMCoreInfo.text { offset, count in
-                var buffer = [UInt8](repeating: 0, count: count)
-                let got = try buffer.withUnsafeMutableBytes { try descriptor.readFully(into: $0, atOffset: offset) }
-                return Array(buffer.prefix(got))
-            }
-        }
-    }
-
-    /// The whole file, read to its end (/proc and sysfs files report no size).
-    static func readFile(_ path: String, limit: Int) throws(SymbolTableError) -> [UInt8] {
-        let descriptor: FileDescriptor
-        do {
-            descriptor = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
-        } catch {
-            throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
-        }
-        defer { try? descriptor.close() }
-        var bytes = [UInt8](repeating: 0, count: 1 << 16)
-        var filled = 0
-        while true {
-            if filled == bytes.count {
-                guard filled <= limit else { throw SymbolTableError(.tooLarge(path: path, limit: limit)) }
-                bytes.append(contentsOf: repeatElement(0, count: min(bytes.count, limit + 1 - filled + 1)))
-            }
-            let count: Int
-            do {
-                count = try bytes.withUnsafeMutableBytes { raw in
-                    try descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]), retryOnInterrupt: true)
-                }
-            } catch {
-                throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
-            }
-            if count == 0 { break }
-            filled += count
-        }
-        guard filled <= limit else { throw SymbolTableError(.tooLarge(path: path, limit: limit)) }
-        bytes.removeSubrange(filled...)
-        return bytes
-    }
-}
-
-/// Lower-case hex SHA-256.
-func sha256Hex(_ bytes: [UInt8]) -> String {
-    SHA256.hash(data: bytes).description
 }
