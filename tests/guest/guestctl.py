@@ -18,10 +18,17 @@ guest-init.sh) and QEMU's QMP socket:
     and lists them in OUT_DIR/truth/ranges.tsv;
  4. QMP `quit`.
 
+A step may ask for a snapshot of the guest's memory while it runs by writing
+"AVML-GUEST-SNAPSHOT NAME" to the signal port (then sleeping a moment): the guest is
+stopped, every System RAM range is dumped and reduced to one 8-byte BLAKE2b digest
+per 4 KiB page in OUT_DIR/snapshots/NAME.pages (the dump itself is deleted), and
+the guest continues. footprint.py compares two snapshots.
+
 Exit status: 0 done; 3 guest reported AVML-GUEST-FAIL; 4 timeout;
 5 QEMU exited early; 6 QMP error.  Timings are printed on stdout.
 """
 import argparse
+import hashlib
 import json
 import os
 import socket
@@ -165,6 +172,8 @@ def run(args):
                 log(f"guest init started (kernel {line.split()[-1]})")
             elif line == "AVML-GUEST-IOMEM-BEGIN":
                 collecting = []
+            elif line.startswith("AVML-GUEST-SNAPSHOT ") and iomem is not None:
+                snapshot(qmp, iomem, line.split()[1], args)
             elif line.startswith("AVML-GUEST-STEP"):
                 log("guest " + line[len("AVML-GUEST-"):].lower())
             elif line.startswith("AVML-GUEST-FAIL"):
@@ -182,6 +191,29 @@ def run(args):
         if now > deadline:
             raise Failure(4, f"guest not done within {args.timeout:.0f}s (see console.log)")
         time.sleep(0.05)
+
+
+def snapshot(qmp, iomem, name, args):
+    """Pages of the running guest's System RAM, as digests: stop, dump, digest, continue."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise Failure(3, f"bad snapshot name {name!r}")
+    started = time.monotonic()
+    qmp.cmd("stop")
+    folder = os.path.join(args.out, "snapshots")
+    os.makedirs(folder, exist_ok=True)
+    dump = os.path.abspath(os.path.join(folder, f".{name}.bin"))
+    digests = bytearray()
+    for start, end in system_ram_ranges(iomem):
+        size = end - start + 1
+        qmp.cmd("pmemsave", timeout=max(120.0, size / 50e6), val=start, size=size, filename=dump)
+        with open(dump, "rb") as f:
+            while page := f.read(4096):
+                digests += hashlib.blake2b(page, digest_size=8).digest()
+        os.unlink(dump)
+    qmp.cmd("cont")
+    with open(os.path.join(folder, f"{name}.pages"), "wb") as f:
+        f.write(digests)
+    log(f"snapshot {name}: {len(digests) // 8} pages, guest stopped {time.monotonic() - started:.2f}s")
 
 
 def finish(qmp, iomem, args):

@@ -12,7 +12,8 @@
 #   - every compressed record readable by Volatility 3 (an independent walk);
 #   - a basic acquire in a second, 256 MiB guest (the binary must fit its initramfs);
 #   - then test_symbols.sh (Volatility 3 with the table written beside the image) and
-#     test_refusals.sh (kernel lockdown, no CAP_SYS_RAWIO: the cause named, avml check agreeing).
+#     test_refusals.sh (kernel lockdown, no CAP_SYS_RAWIO: the cause named, avml check agreeing)
+#     and test_footprint.sh (how much of the guest's memory each kind of capture changes).
 # Kernel code and rodata must be byte-equal to the truth; every System RAM byte
 # kcore exposes (all but the partial page at the top of the low range) present,
 # or in a whole 16 MiB block the manifest counts as skipped for being all zeros.
@@ -108,4 +109,6 @@ passed=$((passed + 1))
 # Refusals under kernel lockdown and without CAP_SYS_RAWIO, each named, with avml check agreeing.
 "$HERE/test_refusals.sh" "$CACHE_DIR" "$AVML" "$OUT-refusals" || fail "refusals (see test_refusals lines above)"
 passed=$((passed + 1))
+# What the captures change of the guest's own memory (printed: issue 27's measurement).
+"$HERE/test_footprint.sh" "$CACHE_DIR" "$AVML" "$OUT-footprint" || fail "footprint measurement"
 echo "$((passed + 4)) passed, 0 failed"
