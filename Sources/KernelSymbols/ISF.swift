@@ -15,8 +15,9 @@
 //
 // Names: a struct, union or enum keeps its C tag. Tags that BTF holds more than
 // once (different layouts from different compilation units) go to the lowest type
-// id; the others become "TAG__ID". Types without a tag become "unnamed_struct_ID",
-// "unnamed_union_ID", "unnamed_enum_ID"; members without a name "unnamed_field_INDEX"
+// id; the others become "TAG__ID". A type without a tag that a typedef names takes the
+// typedef's name (after every tag, as dwarf2json names it); the rest become
+// "unnamed_struct_ID", "unnamed_union_ID", "unnamed_enum_ID"; members without a name "unnamed_field_INDEX"
 // (marked anonymous when they are a struct or union, which Volatility flattens).
 
 import FoundationEssentials
@@ -63,19 +64,36 @@ struct ISFWriter {
             taken[candidate] = id
             return candidate
         }
-        for (index, type) in btf.types.enumerated().dropFirst() {
-            let id = UInt32(index)
-            switch type.kind {
-            case .structure, .union:
-                let base = type.name.isEmpty ? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : type.name
-                userNames[index] = assign(base, id, in: &userTaken)
-            case .enumeration, .enum64:
-                enumNames[index] = assign(type.name.isEmpty ? "unnamed_enum_\(id)" : type.name, id, in: &enumTaken)
-            default:
-                break
-            }
-            if !type.name.isEmpty && firstByName[type.kind]?[type.name] == nil {
-                firstByName[type.kind, default: [:]][type.name] = id
+        // A type without a tag that a typedef names (`typedef struct { ... } kernel_cap_t;`)
+        // takes the typedef's name, as dwarf2json gives it: Volatility attaches its helpers
+        // (kernel_cap_t's get_capabilities) to that name. The first typedef wins.
+        var typedefNames: [UInt32: String] = [:]
+        for type in btf.types where type.kind == .typedef && !type.name.isEmpty {
+            let target = Int(type.sizeOrType)
+            guard target > 0, target < count, btf.types[target].name.isEmpty,
+                [.structure, .union, .enumeration, .enum64].contains(btf.types[target].kind)
+            else { continue }
+            if typedefNames[UInt32(target)] == nil { typedefNames[UInt32(target)] = type.name }
+        }
+        // Tags first, so that a typedef's name never takes a tag's place.
+        for pass in [false, true] {
+            for (index, type) in btf.types.enumerated().dropFirst() where type.name.isEmpty == pass {
+                let id = UInt32(index)
+                switch type.kind {
+                case .structure, .union:
+                    let base =
+                        type.name.isEmpty
+                        ? typedefNames[id] ?? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : type.name
+                    userNames[index] = assign(base, id, in: &userTaken)
+                case .enumeration, .enum64:
+                    enumNames[index] = assign(
+                        type.name.isEmpty ? typedefNames[id] ?? "unnamed_enum_\(id)" : type.name, id, in: &enumTaken)
+                default:
+                    break
+                }
+                if !type.name.isEmpty && firstByName[type.kind]?[type.name] == nil {
+                    firstByName[type.kind, default: [:]][type.name] = id
+                }
             }
         }
         // A forward declaration stands for the definition of the same tag, when there is one.

@@ -270,6 +270,21 @@ struct SymbolTableTests {
         #expect(try Self.failure(sources).description.contains("no task_struct, list_head"))
     }
 
+    @Test func typesWithoutATagTakeTheirTypedefsNameAfterEveryTag() throws {
+        // Linux 6.3+: `typedef struct { u64 val; } kernel_cap_t;`. Volatility attaches
+        // kernel_cap_t's helpers to that name, which dwarf2json's tables give the struct.
+        let (_, isf) = try Self.make(Self.offline())
+        let cred = try #require(isf.object("user_types", "cred")?["fields"] as? [String: [String: Any]])
+        #expect(cred["cap_effective"]?["type"] as? [String: String] == ["kind": "struct", "name": "kernel_cap_t"])
+        #expect(isf.object("user_types", "kernel_cap_t", "fields", "val") != nil)
+        #expect(cred["level"]?["type"] as? [String: String] == ["kind": "enum", "name": "level_t"])
+        #expect((isf.object("enums", "level_t")?["constants"] as? [String: Int]) == ["LOW": 0, "HIGH": 1])
+        // A typedef named like a tag leaves the tag its name.
+        let other = try #require((cred["named_like_a_tag"]?["type"] as? [String: String])?["name"])
+        #expect(other.hasPrefix("list_head__") && isf.object("user_types", other, "fields", "taken") != nil)
+        #expect(isf.object("user_types", "list_head", "fields", "next") != nil)
+    }
+
     @Test func manifestEntryEncodesSnakeCase() throws {
         let table = try KernelSymbols.make(from: Self.offline(), producerVersion: "0.1.0")
         let entry = SymbolsManifestEntry(table: table, path: "/evidence/host.lime.isf.json.gz")

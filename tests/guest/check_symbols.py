@@ -19,7 +19,8 @@ Checks, each printed as one line:
      names; linux.psaux.PsAux gives each user process's /proc/PID/cmdline; linux.lsof.Lsof
      gives /proc/PID/fd's targets of every process whose descriptors did not change over the
      capture; linux.sockstat.Sockstat gives the same sockets, with /proc/net's ports and
-     TCP states; linux.mountinfo.MountInfo gives /proc/1/mountinfo; linux.kmsg.Kmsg gives
+     TCP states; linux.capabilities.Capabilities gives every process, root with every
+     capability; linux.mountinfo.MountInfo gives /proc/1/mountinfo; linux.kmsg.Kmsg gives
      every kernel log line (text and timestamp) that dmesg showed before the capture; the
      ASLR shift Volatility finds equals the KASLR offset `avml symbols` reported;
   5. linux.pslist.PsList on mem.avml, with the table written beside it, within a time
@@ -281,6 +282,21 @@ def check_descriptors(volatility: Volatility, lime: Path, sym: Path, before, aft
               f"proc {expected}, volatility {seen_sockets}" if seen_sockets != expected else "")
 
 
+def check_capabilities(volatility: Volatility, lime: Path, before, after) -> None:
+    """capabilities: every process alive over the capture, each root with every capability,
+    as the guest's processes all are (kernel_cap_t, a typedef of an anonymous struct since
+    Linux 6.3, must carry its typedef's name for Volatility to read it)."""
+    common = {pid for pid, info in before.items() if after.get(pid) == info}
+    rows, stderr, seconds = volatility.run(lime, "linux.capabilities.Capabilities", VOLATILITY_TIMEOUT)
+    if check(rows is not None, f"linux.capabilities.Capabilities runs on mem.lime ({seconds:.0f} s)",
+             "" if rows is not None else stderr[-3000:]):
+        seen = {int(row["Pid"]): (row["EUID"], row["cap_effective"]) for row in flatten(rows)}
+        wrong = {pid: seen.get(pid) for pid in common if seen.get(pid) != (0, "all")}
+        check(not wrong and len(common) > 10,
+              f"linux.capabilities.Capabilities gives the {len(common)} processes alive before and after the capture, "
+              "each root with every capability", f"different: {wrong}" if wrong else "")
+
+
 def check_mounts_and_log(volatility: Volatility, lime: Path, sym: Path) -> None:
     """mountinfo against /proc/1/mountinfo; kmsg against the kernel log dmesg printed before the capture."""
     mounts = mountinfo(sym / "before-lime" / "mountinfo")
@@ -412,6 +428,7 @@ def main() -> int:
                   f"different: {wrong}" if wrong else "")
 
         check_descriptors(volatility, lime, sym, before, after)
+        check_capabilities(volatility, lime, before, after)
         check_mounts_and_log(volatility, lime, sym)
 
         # 5. the compressed image, with its own table, time-limited

@@ -75,13 +75,26 @@ class Expected:
         self.enum_names: dict[int, str] = {}
         taken_user: set[str] = set()
         taken_enum: set[str] = set()
+        # A type without a tag takes the name of the first typedef that names it (dwarf2json's
+        # kernel_cap_t); tags are given out first.
+        typedef_names: dict[int, str] = {}
         for type_id in sorted(types):
             t = types[type_id]
-            if t["kind"] in ("STRUCT", "UNION"):
-                base = t["name"] or f"unnamed_{t['kind'].lower()}_{type_id}"
-                self.user_names[type_id] = self._unique(base, type_id, taken_user)
-            elif t["kind"] in ("ENUM", "ENUM64"):
-                self.enum_names[type_id] = self._unique(t["name"] or f"unnamed_enum_{type_id}", type_id, taken_enum)
+            if t["kind"] == "TYPEDEF" and t["name"]:
+                target = types.get(int(t["type_id"]))
+                if target and not target["name"] and target["kind"] in ("STRUCT", "UNION", "ENUM", "ENUM64"):
+                    typedef_names.setdefault(int(t["type_id"]), t["name"])
+        for tags in (True, False):
+            for type_id in sorted(types):
+                t = types[type_id]
+                if bool(t["name"]) != tags:
+                    continue
+                if t["kind"] in ("STRUCT", "UNION"):
+                    base = t["name"] or typedef_names.get(type_id) or f"unnamed_{t['kind'].lower()}_{type_id}"
+                    self.user_names[type_id] = self._unique(base, type_id, taken_user)
+                elif t["kind"] in ("ENUM", "ENUM64"):
+                    base = t["name"] or typedef_names.get(type_id) or f"unnamed_enum_{type_id}"
+                    self.enum_names[type_id] = self._unique(base, type_id, taken_enum)
 
     @staticmethod
     def _unique(name: str, type_id: int, taken: set[str]) -> str:

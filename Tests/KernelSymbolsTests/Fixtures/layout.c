@@ -39,3 +39,8 @@ double ratio;
 struct list_head { struct list_head *next, *prev; };
 struct task_struct { int pid; char comm[16]; struct list_head tasks; };
 struct task_struct init_task_instance;
+typedef struct { unsigned long long val; } kernel_cap_t;
+typedef struct { int taken; } list_head;
+typedef enum { LOW, HIGH } level_t;
+struct cred { kernel_cap_t cap_effective; list_head named_like_a_tag; level_t level; };
+struct cred cred_instance;
