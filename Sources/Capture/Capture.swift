@@ -4,6 +4,7 @@ import ImageFormats
 import KernelSymbols
 import MemorySources
 import RecordEngine
+import SystemPackage
 
 // How a capture runs (`avml acquire`, `avml stream`), from start to end:
 //
@@ -425,9 +426,8 @@ func namesSameFile(_ first: String, _ second: String) -> Bool {
         return (base == "/" ? "" : base) + "/" + name
     }
     func identity(_ path: String) -> (UInt64, UInt64)? {
-        var info = stat()
-        let found = ImageFile.isStandardOutputPath(path) ? fstat(STDOUT_FILENO, &info) : stat(path, &info)
-        return found == 0 ? (UInt64(info.st_dev), UInt64(info.st_ino)) : nil
+        let info = ImageFile.isStandardOutputPath(path) ? try? FileDescriptor.standardOutput.stat() : try? FilePath(path).stat()
+        return info.map { (UInt64($0.deviceID.rawValue), UInt64($0.inode.rawValue)) }
     }
     if canonical(first) == canonical(second) { return true }
     guard let one = identity(first), let other = identity(second) else { return false }

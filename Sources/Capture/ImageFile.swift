@@ -43,32 +43,47 @@ public final class ImageFile: ImageSink {
         // Not O_TRUNC: a file that exists under another name too (a planted hard
         // link) must be refused before anything in it is lost.
         // A side file is opened for reading too, to look at what it would replace.
-        let access = sideFile ? O_RDWR : O_WRONLY
-        let fd = path.withCString { open($0, access | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode_t(0o600)) }
-        guard fd >= 0 else { throw OutputError(.create, path: path, errno: Errno(rawValue: errno)) }
-        descriptor = FileDescriptor(rawValue: fd)
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let failure = Errno(rawValue: errno)
-            _ = Glibc.close(fd)
-            throw OutputError(.create, path: path, errno: failure)
+        let opened: FileDescriptor
+        do {
+            opened = try Self.open(path, mode: sideFile ? .readWrite : .writeOnly)
+        } catch {
+            throw OutputError(.create, path: path, errno: error)
         }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            identity = nil  // a device or FIFO: written to, never truncated or removed
-            return
+        do {
+            identity = try Self.prepare(opened, sideFile: sideFile)
+        } catch {
+            try? opened.close()
+            throw OutputError(.create, path: path, errno: error)
         }
-        identity = (UInt64(info.st_dev), UInt64(info.st_ino))
-        var failure: Errno?
-        if info.st_nlink > 1 {
-            failure = .tooManyLinks
-        } else if sideFile && Self.holdsImage(fd) {
-            failure = .fileExists
-        } else if ftruncate(fd, 0) != 0 || (info.st_mode & 0o7777 != 0o600 && fchmod(fd, 0o600) != 0) {
-            failure = Errno(rawValue: errno)
+        descriptor = opened
+    }
+
+    /// Checks the opened file and empties it, mode 0600.
+    /// - Returns: the file's identity; nil for a device or FIFO, which is written to, never
+    ///   truncated or removed.
+    /// - Throws: `EMLINK` for a file with another name, `EEXIST` for an image under a side file's name.
+    private static func prepare(_ file: FileDescriptor, sideFile: Bool) throws(Errno) -> (device: UInt64, inode: UInt64)? {
+        let info = try file.stat()
+        guard info.type == .regular else { return nil }
+        if info.linkCount > 1 { throw .tooManyLinks }
+        if sideFile && holdsImage(file) { throw .fileExists }
+        do {
+            try file.resize(to: 0, retryOnInterrupt: true)
+        } catch {
+            throw error as? Errno ?? .ioError
         }
-        if let failure {
-            _ = Glibc.close(fd)
-            throw OutputError(.create, path: path, errno: failure)
+        if info.permissions != .ownerReadWrite && fchmod(file.rawValue, 0o600) != 0 { throw Errno(rawValue: errno) }
+        return (UInt64(info.deviceID.rawValue), UInt64(info.inode.rawValue))
+    }
+
+    /// Opens or creates `path` without following a symlink there, mode 0600 when created.
+    private static func open(_ path: String, mode: FileDescriptor.AccessMode) throws(Errno) -> FileDescriptor {
+        do {
+            return try FileDescriptor.open(
+                FilePath(path), mode, options: [.create, .noFollow, .closeOnExec], permissions: .ownerReadWrite,
+                retryOnInterrupt: true)
+        } catch {
+            throw error as? Errno ?? .ioError
         }
     }
 
@@ -77,10 +92,10 @@ public final class ImageFile: ImageSink {
     }
 
     /// Whether the open file starts with a LiME or AVML record header.
-    private static func holdsImage(_ fd: Int32) -> Bool {
-        var magic: UInt32 = 0
-        guard pread(fd, &magic, 4, 0) == 4 else { return false }
-        let value = UInt32(littleEndian: magic)
+    private static func holdsImage(_ descriptor: FileDescriptor) -> Bool {
+        var magic = [UInt8](repeating: 0, count: 4)
+        guard (try? magic.withUnsafeMutableBytes { try descriptor.readFully(into: $0, atOffset: 0) }) == 4 else { return false }
+        let value = magic.le32(at: 0)
         return value == RecordHeader.limeMagic || value == RecordHeader.avmlMagic
     }
 
@@ -119,10 +134,13 @@ public final class ImageFile: ImageSink {
     /// written zeros where the output cannot seek.
     public func skipZeros(_ count: UInt64) throws(OutputError) {
         if identity != nil {
-            guard count <= UInt64(Int64.max) - offset, lseek(descriptor.rawValue, off_t(count), SEEK_CUR) >= 0 else {
-                throw OutputError(
-                    .write, path: path, errno: count <= UInt64(Int64.max) - offset ? Errno(rawValue: errno) : .fileTooLarge,
-                    offset: offset)
+            guard count <= UInt64(Int64.max) - offset else {
+                throw OutputError(.write, path: path, errno: .fileTooLarge, offset: offset)
+            }
+            do {
+                _ = try descriptor.seek(offset: Int64(count), from: .current)
+            } catch {
+                throw OutputError(.write, path: path, errno: error as? Errno ?? .ioError, offset: offset)
             }
             offset += count
             return
@@ -150,7 +168,9 @@ public final class ImageFile: ImageSink {
     /// - Returns: false when the destination cannot restart (standard output, a pipe).
     public func restart() -> Bool {
         if offset == 0 { return true }
-        guard identity != nil, ftruncate(descriptor.rawValue, 0) == 0, lseek(descriptor.rawValue, 0, SEEK_SET) == 0 else {
+        guard identity != nil, (try? descriptor.resize(to: 0, retryOnInterrupt: true)) != nil,
+            (try? descriptor.seek(offset: 0, from: .start)) != nil
+        else {
             return false
         }
         offset = 0
@@ -165,10 +185,14 @@ public final class ImageFile: ImageSink {
         closed = true
         if isStandardOutput { return }
         // The size is where writing ended, even when it ended in a hole.
-        if identity != nil && (ftruncate(descriptor.rawValue, off_t(offset)) != 0 || fsync(descriptor.rawValue) != 0) {
-            let failure = Errno(rawValue: errno)
-            try? descriptor.close()
-            throw OutputError(.sync, path: path, errno: failure, offset: offset)
+        if identity != nil {
+            do {
+                try descriptor.resize(to: Int64(offset), retryOnInterrupt: true)
+                if fsync(descriptor.rawValue) != 0 { throw Errno(rawValue: errno) }
+            } catch {
+                try? descriptor.close()
+                throw OutputError(.sync, path: path, errno: error as? Errno ?? .ioError, offset: offset)
+            }
         }
         do {
             try descriptor.close()
@@ -185,8 +209,9 @@ public final class ImageFile: ImageSink {
             try? descriptor.close()
         }
         guard let identity else { return }
-        var info = stat()
-        guard lstat(path, &info) == 0, UInt64(info.st_dev) == identity.device, UInt64(info.st_ino) == identity.inode else {
+        guard let info = try? FilePath(path).stat(followTargetSymlink: false),
+            UInt64(info.deviceID.rawValue) == identity.device, UInt64(info.inode.rawValue) == identity.inode
+        else {
             return
         }
         if unlink(path) != 0 {

@@ -126,15 +126,16 @@ struct SourceOpener {
     func probe() throws(AllSourcesFailed) -> SourceSpecification {
         var failures: [(source: SourceSpecification, error: Error)] = []
         for device in [MemoryDevice.kcore, .crash, .mem] {
-            let fd = Glibc.open(path(of: device), O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else {
-                let error = SourceError(.open(Errno(rawValue: errno)), path: path(of: device))
+            let descriptor: FileDescriptor
+            do {
+                descriptor = try FileDescriptor.open(FilePath(path(of: device)), .readOnly, options: .closeOnExec)
+            } catch {
+                let error = SourceError(.open(error as? Errno ?? .ioError), path: path(of: device))
                 failures.append((.device(device), explained(error, .device(device))))
                 continue
             }
-            var info = stat()
-            let usable = device != .kcore || (fstat(fd, &info) == 0 && info.st_size > 0x2000)
-            close(fd)
+            let usable = device != .kcore || (try? descriptor.stat().size).map { $0 > 0x2000 } == true
+            try? descriptor.close()
             if usable { return .device(device) }
             failures.append(
                 (.device(device), SourceError(.kcoreUnavailable("its size is 0x2000 bytes or less"), path: path(of: device))))

@@ -32,3 +32,50 @@ extension FileDescriptor {
         return filled
     }
 }
+
+extension FileDescriptor {
+    /// Reads from the current position to the end of the file, or until `limit` bytes:
+    /// the one loop for /proc, sysfs and securityfs files, which report no size, so their
+    /// end is found by reading. The buffer grows as the file does, never past `limit`.
+    ///
+    /// - Returns: at most `limit` bytes; `limit` of them when the file may hold more.
+    /// - Throws: `PositionalReadError` with the errno and the bytes read before it.
+    public func readToEnd(limit: Int) throws(PositionalReadError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: min(limit, 1 << 16))
+        var filled = 0
+        while filled < limit {
+            if filled == bytes.count {
+                bytes.append(contentsOf: repeatElement(0, count: min(bytes.count, limit - bytes.count)))
+            }
+            let count: Int
+            do {
+                count = try bytes.withUnsafeMutableBytes { raw in
+                    try read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]), retryOnInterrupt: true)
+                }
+            } catch {
+                throw PositionalReadError(errno: error as? Errno ?? .ioError, done: filled)
+            }
+            if count == 0 { break }
+            filled += count
+        }
+        bytes.removeSubrange(filled...)
+        return bytes
+    }
+
+    /// The first `limit` bytes of the file at `path` (all of it when shorter), for callers
+    /// that name the path and the errno alike whether opening or reading failed.
+    public static func readFile(_ path: String, limit: Int) throws(Errno) -> [UInt8] {
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        } catch {
+            throw error as? Errno ?? .ioError
+        }
+        defer { try? descriptor.close() }
+        do {
+            return try descriptor.readToEnd(limit: limit)
+        } catch {
+            throw error.errno
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import Hashing
+import ImageFormats
 import SystemPackage
 
 extension KernelSymbols {
@@ -15,33 +16,13 @@ extension KernelSymbols {
 
     /// The whole file, read to its end (/proc and sysfs files report no size).
     static func readFile(_ path: String, limit: Int) throws(SymbolTableError) -> [UInt8] {
-        let descriptor: FileDescriptor
+        let bytes: [UInt8]
         do {
-            descriptor = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
+            bytes = try FileDescriptor.readFile(path, limit: limit + 1)
         } catch {
-            throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
+            throw SymbolTableError(.unreadable(path: path, errno: error))
         }
-        defer { try? descriptor.close() }
-        var bytes = [UInt8](repeating: 0, count: 1 << 16)
-        var filled = 0
-        while true {
-            if filled == bytes.count {
-                guard filled <= limit else { throw SymbolTableError(.tooLarge(path: path, limit: limit)) }
-                bytes.append(contentsOf: repeatElement(0, count: min(bytes.count, limit + 1 - filled + 1)))
-            }
-            let count: Int
-            do {
-                count = try bytes.withUnsafeMutableBytes { raw in
-                    try descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]), retryOnInterrupt: true)
-                }
-            } catch {
-                throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
-            }
-            if count == 0 { break }
-            filled += count
-        }
-        guard filled <= limit else { throw SymbolTableError(.tooLarge(path: path, limit: limit)) }
-        bytes.removeSubrange(filled...)
+        guard bytes.count <= limit else { throw SymbolTableError(.tooLarge(path: path, limit: limit)) }
         return bytes
     }
 }

@@ -55,14 +55,9 @@ extension SymbolSources {
     /// The first `count` bytes of a file (fewer if it is shorter).
     static func prefix(of path: String, count: Int) throws(SymbolTableError) -> [UInt8] {
         do {
-            let descriptor = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
-            return try descriptor.closeAfter {
-                var buffer = [UInt8](repeating: 0, count: count)
-                let got = try buffer.withUnsafeMutableBytes { try descriptor.read(into: $0, retryOnInterrupt: true) }
-                return Array(buffer.prefix(got))
-            }
+            return try FileDescriptor.readFile(path, limit: count)
         } catch {
-            throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
+            throw SymbolTableError(.unreadable(path: path, errno: error))
         }
     }
 }

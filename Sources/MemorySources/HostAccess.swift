@@ -43,20 +43,20 @@ public struct HostAccess: Sendable, Equatable {
     /// - Returns: what could be read; each unknown is nil, and `lockdownUnknown` says why.
     public static func current(status: String = "/proc/self/status", security: String = "/sys/kernel/security") -> HostAccess {
         var access = HostAccess(effectiveUID: geteuid(), rawIO: nil, lockdown: nil)
-        if let text = readSmallFile(status) { access.rawIO = rawIO(inStatus: text) }
-        switch readSmallFileOrErrno(security + "/lockdown") {
-        case .success(let text):
+        if let text = try? readSmallFile(status) { access.rawIO = rawIO(inStatus: text) }
+        let modules = try? readSmallFile(security + "/lsm")
+        do {
+            let text = try readSmallFile(security + "/lockdown")
             access.lockdown = lockdown(from: text)
             if access.lockdown == nil { access.lockdownUnknown = "\(security)/lockdown says \(text.prefix(80))" }
-        case .failure(let errno):
+        } catch {
             // No lsm file either: securityfs is not mounted there, so nothing under it can be read.
-            let mounted = readSmallFile(security + "/lsm") != nil
             access.lockdownUnknown =
-                mounted
-                ? "\(security)/lockdown cannot be read (\(errno)): the kernel may lack the lockdown module"
+                modules != nil
+                ? "\(security)/lockdown cannot be read (\(error)): the kernel may lack the lockdown module"
                 : "securityfs is not mounted at \(security) (mount -t securityfs securityfs \(security) to read lockdown)"
         }
-        if let text = readSmallFile(security + "/lsm") {
+        if let text = modules {
             access.securityModules = text.split(whereSeparator: { $0 == "," || $0 == "\n" }).map(String.init)
                 .filter { ["selinux", "apparmor", "smack", "tomoyo"].contains($0) }
         }
@@ -146,30 +146,7 @@ public enum DenialCause: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// A small text file read whole (/proc and securityfs files report no size), nil on any error.
-func readSmallFile(_ path: String) -> String? {
-    try? readSmallFileOrErrno(path).get()
-}
-
-func readSmallFileOrErrno(_ path: String, limit: Int = 1 << 16) -> Result<String, Errno> {
-    let descriptor: FileDescriptor
-    do {
-        descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
-    } catch {
-        return .failure(error as? Errno ?? .ioError)
-    }
-    defer { try? descriptor.close() }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while bytes.count < limit {
-        let got: Int
-        do {
-            got = try chunk.withUnsafeMutableBytes { try descriptor.read(into: $0, retryOnInterrupt: true) }
-        } catch {
-            return .failure(error as? Errno ?? .ioError)
-        }
-        if got == 0 { break }
-        bytes += chunk[..<got]
-    }
-    return .success(String(decoding: bytes, as: UTF8.self))
+/// A small text file read whole (/proc and securityfs files report no size).
+func readSmallFile(_ path: String) throws(Errno) -> String {
+    String(decoding: try FileDescriptor.readFile(path, limit: 1 << 16), as: UTF8.self)
 }

@@ -1,3 +1,5 @@
+import SystemPackage
+
 /// The physical memory map from /proc/iomem, reduced to what may be read:
 /// "System RAM" and nothing else, since reading device memory can hang or
 /// crash the host.
@@ -112,15 +114,19 @@ extension IOMem {
     }
 }
 
-/// Reads a whole text file that may report no size (/proc files), in 64 KiB steps,
-/// up to 64 MiB: no legitimate iomem, manifest or /proc file is larger.
+/// Reads a whole text file that may report no size (/proc files), up to 64 MiB: no
+/// legitimate iomem, manifest or /proc file is larger.
 public func readTextFile(path: String) throws(SourceError) -> String {
-    let file = try PositionalFile(path: path)
-    var bytes: [UInt8] = []
-    while bytes.count < 64 << 20 {
-        let chunk = try file.readBytes(1 << 16, offset: UInt64(bytes.count))
-        if chunk.isEmpty { break }
-        bytes += chunk
+    let descriptor: FileDescriptor
+    do {
+        descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+    } catch {
+        throw SourceError(.open(error as? Errno ?? .ioError), path: path)
     }
-    return String(decoding: bytes, as: UTF8.self)
+    defer { try? descriptor.close() }
+    do {
+        return String(decoding: try descriptor.readToEnd(limit: 64 << 20), as: UTF8.self)
+    } catch {
+        throw SourceError(.read(error.errno, address: UInt64(error.done), count: 1 << 16), path: path)
+    }
 }

@@ -97,9 +97,7 @@ final class PositionalFile: Sendable {
 
     /// The size of a regular file (0 for devices and /proc files, which report none).
     func size() -> UInt64 {
-        var info = stat()
-        guard fstat(primary.rawValue, &info) == 0 else { return 0 }
-        return UInt64(max(0, info.st_size))
+        UInt64(max(0, (try? primary.stat().size) ?? 0))
     }
 }
 

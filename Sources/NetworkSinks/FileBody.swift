@@ -14,20 +14,25 @@ final class UploadSource: Sendable {
     /// - Throws: `UploadError.localFile` (open, fstat) or `.notRegularFile`.
     init(path: String) throws(UploadError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .localFile(operation: "open", path: path, errno: Errno(rawValue: errno), offset: nil) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let failure = Errno(rawValue: errno)
-            close(fd)
-            throw .localFile(operation: "stat", path: path, errno: failure, offset: nil)
+        let opened: SystemPackage.FileDescriptor
+        do {
+            opened = try SystemPackage.FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        } catch {
+            throw .localFile(operation: "open", path: path, errno: error as? Errno ?? .ioError, offset: nil)
         }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
+        let info: Stat
+        do {
+            info = try opened.stat()
+        } catch {
+            try? opened.close()
+            throw .localFile(operation: "stat", path: path, errno: error, offset: nil)
+        }
+        guard info.type == .regular else {
+            try? opened.close()
             throw .notRegularFile(path)
         }
-        descriptor = SystemPackage.FileDescriptor(rawValue: fd)
-        size = UInt64(info.st_size)
+        descriptor = opened
+        size = UInt64(info.size)
     }
 
     deinit {
@@ -56,8 +61,6 @@ final class UploadSource: Sendable {
 
     /// The file's current size, to notice an image that changed during the upload.
     func currentSize() -> UInt64? {
-        var info = stat()
-        guard fstat(descriptor.rawValue, &info) == 0 else { return nil }
-        return UInt64(info.st_size)
+        (try? descriptor.stat()).map { UInt64($0.size) }
     }
 }
