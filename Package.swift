@@ -130,7 +130,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // Times the Snappy codec for scripts/bench (not shipped).
+        // Times the Snappy codec for scripts/bench.py (not shipped).
         .executableTarget(name: "avml-bench", dependencies: ["ImageFormats"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "HashingTests", dependencies: ["Hashing"]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Deterministic memory-like corpus for scripts/bench (the shared benchmark recipe).
+"""Deterministic memory-like corpus for scripts/bench.py (the shared benchmark recipe).
 
 Each 4 KiB page is drawn (seeded) from: zero pages, pages of shared libraries and
 binaries found on this machine (page cache / code), text pages, pointer-heavy

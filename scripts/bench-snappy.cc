@@ -1,7 +1,7 @@
 // Times Google's libsnappy the way avml-bench (Sources/avml-bench) times ours:
 // every 64 KiB chunk of a file compressed into its own slot of one reused buffer,
 // then decompressed, ROUNDS rounds, reporting the best round as one JSON line.
-// scripts/bench compiles it with: g++ -O2 bench-snappy.cc -lsnappy
+// scripts/bench.py compiles it with: g++ -O2 bench-snappy.cc -lsnappy
 //
 //   bench-snappy FILE [ROUNDS]
 #include <snappy.h>

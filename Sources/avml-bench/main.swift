@@ -1,4 +1,4 @@
-// Times the Swift Snappy codec the way scripts/bench times Google's: every
+// Times the Swift Snappy codec the way scripts/bench.py times Google's: every
 // 64 KiB chunk of a file compressed into one reused buffer, then decompressed,
 // several rounds, reporting the best round as JSON on stdout.
 //

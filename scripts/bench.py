@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of swift-avml against its references, on a seeded memory-like corpus.
 
-  scripts/bench [--size-mib N] [--runs N] [--seed N] [--quick] [--no-settle]
+  scripts/bench.py [--size-mib N] [--runs N] [--seed N] [--quick] [--no-settle]
 
 Measures, in one run:
   1. single-thread Snappy on 64 KiB chunks: `avml-bench` (ours) against Google's libsnappy
@@ -39,22 +39,13 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import benchlib
+from benchlib import ROOT, ForeignLoad, log, problem, problems
+
 SCRATCH = os.path.join(ROOT, ".build-bench")
 MIB = 1 << 20
 BUDGET_MIB = 256  # the pipeline's default --memory-budget
 CHUNK_NOTE = "64 KiB chunks, 1 thread"
-
-problems = []  # things that could not run; any makes the exit status 1
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def problem(message):
-    problems.append(message)
-    log(f"bench: {message}")
 
 
 def run_quiet(command, **kwargs):
@@ -158,41 +149,6 @@ def warm(path):
     with open(path, "rb", buffering=0) as f:
         while f.read(16 * MIB):
             pass
-
-
-class ForeignLoad:
-    """CPU time the machine spent outside this benchmark's processes during a phase.
-
-    /proc/stat (all CPUs) minus the CPU time of this process and its waited-for children.
-    User time left over is other processes (another build, say): the noise signal.  System
-    time left over is mostly kernel threads working for us (the writeback `sync` waits for),
-    so it is shown apart.  Steal is time the hypervisor gave to another guest.
-    """
-
-    def __init__(self):
-        self.stat, self.own, self.wall = self._stat(), self._own(), time.monotonic()
-
-    @staticmethod
-    def _stat():
-        with open("/proc/stat") as f:
-            user, nice, system, _, _, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
-        hz = os.sysconf("SC_CLK_TCK")
-        return (user + nice) / hz, (system + irq + softirq) / hz, steal / hz
-
-    @staticmethod
-    def _own():
-        t = os.times()
-        return t.user + t.children_user, t.system + t.children_system
-
-    def summary(self):
-        (user, system, steal), (own_user, own_system) = self._stat(), self._own()
-        wall = time.monotonic() - self.wall
-        other_user = max(0.0, user - self.stat[0] - (own_user - self.own[0]))
-        other_system = max(0.0, system - self.stat[1] - (own_system - self.own[1]))
-        cpus = os.cpu_count() or 1
-        return (f"other processes' user CPU {other_user:.1f} s ({100 * other_user / (wall * cpus):.0f} % of "
-                f"{cpus} CPUs over {wall:.0f} s); kernel time outside our processes {other_system:.1f} s "
-                f"(mostly writeback); steal {steal - self.stat[2]:.1f} s")
 
 
 # --- 1. codec ---------------------------------------------------------------------------------
@@ -516,6 +472,7 @@ def report(corpus_bytes, codec_result, cases, samples):
 
 
 def main():
+    benchlib.program = "bench"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, help="corpus size in MiB (default 1024; 256 with --quick)")
@@ -532,9 +489,7 @@ def main():
         parser.error("--size-mib and --runs must be at least 1")
 
     started = time.monotonic()
-    command_line = shlex.join([os.path.relpath(sys.argv[0]) if not os.path.isabs(sys.argv[0]) else sys.argv[0],
-                               *sys.argv[1:]])
-    print(f"# swift-avml benchmark\n\ncommand: `{command_line}`  ")
+    print(f"# swift-avml benchmark\n\ncommand: `{benchlib.command_line()}`  ")
     print(f"corpus: {size_mib} MiB, seed {args.seed}; runs: {runs}; codec: best of {runs} rounds × 2 passes; "
           f"settle write before each timed conversion: {'no' if args.no_settle else 'yes'}  ")
     for line in describe_machine():

@@ -1,0 +1,147 @@
+"""bench_guest's report: the Markdown it prints from the samples bench_guest_run checked.
+
+report_title() and report_setup() head it (the command, the host, the guest and what was
+prepared); report() gives the per-writer table, the ratios against LiME with digest and issue
+12's targets, where our time goes (the manifests' `timings`) and every capture with the host's
+noise; report_after() the checks of the kept images, the guest's CPU and SHA-256 driver, the
+run's timing and noise.  Reads only what it is given and what the run left in OUT; runs nothing.
+"""
+import os
+import statistics
+import time
+
+import benchlib
+from benchlib import read_first_line
+from bench_guest_run import WRITERS
+from bench_guest_setup import LIME_PACKAGE
+
+TARGETS = {"ours": 0.65, "ours-compressed": 0.45}  # × LiME with digest, issue 12
+STAGES = ["read", "zero_check", "compress", "hash", "write"]
+
+
+def report_title(commit):
+    print(f"# swift-avml guest benchmark\n\ncommand: `{benchlib.command_line()}`; commit {commit}  ")
+    print(f"host: {len(os.sched_getaffinity(0))} CPUs, load average at start {read_first_line('/proc/loadavg')}  ")
+
+
+def report_setup(prepared, rounds, smp):
+    """What bench_guest_setup.prepare() found, and how the captures are run."""
+    print(f"guest: kernel {prepared.kver}, {os.environ.get('AVML_GUEST_MEM', '512M')} RAM, {smp} vCPUs, "
+          f"data disk {os.environ.get('AVML_GUEST_DISK_SIZE', '3G')} ext4  ")
+    print(f"LiME: {os.path.basename(prepared.source)} (Debian {LIME_PACKAGE}), {prepared.lime_ko}; "
+          f"avml: {prepared.avml}  ")
+    print(f"rounds: {rounds}, order rotated each round; untimed before each capture: delete the previous "
+          f"image, sync, drop_caches; timed on the guest's /proc/uptime (10 ms)  ")
+    print(flush=True)
+
+
+def by_writer(samples):
+    return {name: [s for s in samples if s["writer"] == name and s["rc"] == 0] for name, *_ in WRITERS}
+
+
+def med(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def report(samples, rounds, smp, watch):
+    groups = by_writer(samples)
+    print(f"| writer (guest, {smp} vCPUs) | command + sync: median s | min–max | command alone: median s | "
+          f"sync after: median s | guest CPU busy in the command: median s (% of {smp} vCPUs) | image MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, label, *_ in WRITERS:
+        s = groups[name]
+        if not s:
+            print(f"| {label} | not run | | | | | |")
+            continue
+        totals = [x["total"] for x in s]
+        busy = med([x["busy"] for x in s])
+        command = med([x["command"] for x in s])
+        share = busy / (command * smp) if command else 0
+        print(f"| {label} | {med(totals):.2f} | {min(totals):.2f}–{max(totals):.2f} | "
+              f"{command:.2f} | {med([x['sync'] for x in s]):.2f} | "
+              f"{busy:.1f} ({100 * share:.0f} %) | {med([x['size'] for x in s]) / (1 << 20):.1f} |")
+    print()
+    reference = groups["lime-digest"]
+    print(f"| ratio (medians of {rounds} rounds) | writer s | LiME `digest=sha256` s | ratio | target | met |")
+    print("|---|---|---|---|---|---|")
+    for name, label, *_ in WRITERS[1:]:
+        s = groups[name]
+        if not s or not reference:
+            continue
+        for field, what in (("total", "command + sync"), ("command", "command alone")):
+            ours, theirs = med([x[field] for x in s]), med([x[field] for x in reference])
+            ratio = ours / theirs
+            target = TARGETS.get(name) if field == "total" else None
+            met = "n/a" if target is None else ("yes" if ratio <= target else "no")
+            target_text = f"≤ {target:.2f}×" if target else "—"
+            print(f"| {label} / LiME digest, {what} | {ours:.2f} | {theirs:.2f} | {ratio:.2f}× | "
+                  f"{target_text} | {met} |")
+    print()
+    print("Where our time goes (manifest `timings`, seconds summed over threads, median of the rounds; "
+          "`command` is the wall time of the capture alone):")
+    print()
+    print("| ours | " + " | ".join(STAGES) + " | sum | command |")
+    print("|---|" + "---|" * (len(STAGES) + 2))
+    for name, label, *_ in WRITERS[2:]:
+        s = [x for x in groups[name] if x["manifest"] and isinstance(x["manifest"].get("timings"), dict)]
+        if not s:
+            continue
+        stage = {key: med([x["manifest"]["timings"].get(key, 0.0) for x in s]) for key in STAGES}
+        total = med([sum(x["manifest"]["timings"].get(key, 0.0) for key in STAGES) for x in s])
+        print(f"| {label} | " + " | ".join(f"{stage[key]:.2f}" for key in STAGES)
+              + f" | {total:.2f} | {med([x['command'] for x in s]):.2f} |")
+    print()
+    print("Every capture, in run order (s; host: CPU of other processes than QEMU meanwhile, user / system, "
+          "% of all host CPUs):")
+    print()
+    print("| round | writer | command | sync | command + sync | guest CPU busy | guest iowait | host others |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in samples:
+        other = watch.other(s["step"])
+        host = f"{other[0]:.0f} % / {other[1]:.0f} %" if other else "?"
+        print(f"| {s['round']} | {s['writer']} | {s['command']:.2f} | {s['sync']:.2f} | {s['total']:.2f} | "
+              f"{s['busy']:.1f} | {s['iowait']:.1f} | {host} |")
+
+
+def run_timing(out):
+    """run.sh's logs/timing.txt (prepare_s, vm_s, copy_out_s, total_s) as one phrase."""
+    try:
+        with open(os.path.join(out, "logs", "timing.txt")) as f:
+            times = dict(line.split() for line in f if line.strip())
+    except (OSError, ValueError):
+        return "timing unknown"
+    return f"VM {times.get('vm_s', '?')} s, copy-out {times.get('copy_out_s', '?')} s, total {times.get('total_s', '?')} s"
+
+
+def sha256_driver(crypto_txt):
+    """The sha256 driver the kernel's crypto API picks (highest priority, self-test passed)."""
+    best = None
+    try:
+        with open(crypto_txt) as f:
+            blocks = f.read().split("\n\n")
+    except OSError:
+        return "unknown"
+    for block in blocks:
+        fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines()))
+        if fields.get("name") == "sha256" and fields.get("selftest", "passed") == "passed":
+            priority = int(fields.get("priority", "0"))
+            if best is None or priority > best[0]:
+                best = (priority, fields.get("driver", "?"))
+    return f"{best[1]} (priority {best[0]})" if best else "none"
+
+
+def report_after(out, kept, noise, load_after, started, logfile):
+    """The checks of the kept images, the guest's SHA-256 setting, the run's timing and noise."""
+    info = os.path.join(out, "info")
+    flags = read_first_line(os.path.join(info, "cpuflags.txt"), "")
+    features = [f for f in ("ssse3", "avx", "avx2", "sha_ni") if f in flags.split()]
+    print()
+    print("Checks of the last round's images (copied out of the guest):  ")
+    for line in kept:
+        print(f"- {line}")
+    print()
+    print(f"Guest: `nproc` {read_first_line(os.path.join(info, 'nproc.txt'))}; CPU features for SHA-256: "
+          f"{', '.join(features) or 'none'}; LiME's SHA-256 (kernel crypto API): "
+          f"{sha256_driver(os.path.join(info, 'crypto.txt'))}; tests/guest/run.sh: {run_timing(out)}.  ")
+    print(f"Host noise while the guest ran: {noise}; load average at end {load_after}.  ")
+    print(f"Whole run {time.monotonic() - started:.0f} s; output in {out}, log {logfile}.")
