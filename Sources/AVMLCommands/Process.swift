@@ -19,7 +19,8 @@ extension AVMLRootCommand {
     /// go to swift-argument-parser as before.
     public static func main() {
         signal(SIGPIPE, SIG_IGN)
-        stopOnSignals()
+        let signalSources = stopOnSignals()
+        defer { withExtendedLifetime(signalSources) {} }
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -97,12 +98,10 @@ protocol CausedError: Error {
     var cause: Error? { get }
 }
 
-/// Keeps the signal sources alive for the life of the process.
-nonisolated(unsafe) private var signalSources: [DispatchSourceSignal] = []
-
 /// The first SIGINT or SIGTERM asks the capture to stop; a second one quits at once.
-private func stopOnSignals() {
-    signalSources = [SIGINT, SIGTERM].map { number in
+/// - Returns: the signal sources, which handle signals only while the caller keeps them alive.
+private func stopOnSignals() -> [DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { number in
         signal(number, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
         source.setEventHandler {

@@ -76,7 +76,9 @@ struct Unit {
 }
 
 /// A worker's own input buffer, which in-order producers are read into during the claim.
-/// Only its worker uses it (the claim runs on the worker's thread).
+/// Only its worker uses it (the claim runs on the worker's thread). `@unchecked Sendable`
+/// because the claim reads into it inside the claim lock's closure, which a plain local
+/// buffer pointer may not enter (the compiler cannot see that no other thread holds it).
 final class WorkerInput: @unchecked Sendable {
     let memory: UnsafeMutableRawBufferPointer
 
