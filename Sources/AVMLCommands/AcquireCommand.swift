@@ -97,7 +97,7 @@ public func runCapture(_ label: String, _ capture: MemoryCapture, quiet: Bool) t
     reportUnreadable(report.pipeline.unreadable)
     reportVolatilityUnreadable(report.pipeline.volatilityUnreadable)
     if !quiet {
-        FileHandleStandardError.write(summary(report) + "\n")
+        FileHandleStandardError.write(summary(report) + "\navml: " + report.consistency.summary + "\n")
     }
     return report
 }

@@ -64,11 +64,11 @@ public struct Info: ParsableCommand {
         }
         // The manifest beside the image says whether a symbol table was taken.
         let manifest = try? Manifest.read(from: image + ".json")
-        print(json ? infoJSON(summary, symbols: manifest?.symbols) : infoText(summary, symbols: manifest?.symbols))
+        print(json ? infoJSON(summary, manifest: manifest) : infoText(summary, manifest: manifest))
     }
 }
 
-func infoText(_ summary: ImageSummary, symbols: SymbolsManifestEntry?) -> String {
+func infoText(_ summary: ImageSummary, manifest: Manifest?) -> String {
     var lines = [
         "image:    \(escapedForLog(summary.path))",
         "format:   \(summary.format)",
@@ -84,7 +84,8 @@ func infoText(_ summary: ImageSummary, symbols: SymbolsManifestEntry?) -> String
     lines.append("gaps:     \(summary.gaps.count)")
     lines += summary.gaps.map(line)
     if let advice = volatilityAdvice(summary) { lines.append("volatility: \(advice)") }
-    lines.append("symbols:  " + symbolsText(symbols))
+    lines.append("symbols:  " + symbolsText(manifest?.symbols))
+    lines.append("consistency: " + (manifest?.consistency?.summary ?? "not in a manifest (IMAGE.json) beside the image"))
     return lines.joined(separator: "\n")
 }
 
@@ -110,7 +111,7 @@ func volatilityAdvice(_ summary: ImageSummary) -> String? {
         + "\(escapedForLog(summary.path)) FIXED.avml"
 }
 
-func infoJSON(_ summary: ImageSummary, symbols: SymbolsManifestEntry?) -> String {
+func infoJSON(_ summary: ImageSummary, manifest: Manifest?) -> String {
     struct Range: Encodable {
         var start: String
         var end: String
@@ -134,6 +135,7 @@ func infoJSON(_ summary: ImageSummary, symbols: SymbolsManifestEntry?) -> String
         var gaps: [Range]
         var records: [Record]
         var symbols: SymbolsManifestEntry?
+        var consistency: ConsistencyReport?
     }
     let ranges = { (list: [Swift.Range<UInt64>]) in
         list.map { Range(start: hex($0.lowerBound), end: hex($0.upperBound - 1), bytes: UInt64($0.count)) }
@@ -145,7 +147,7 @@ func infoJSON(_ summary: ImageSummary, symbols: SymbolsManifestEntry?) -> String
             Record(
                 start: hex($0.header.start), end: hex($0.header.end), offset: $0.offset, storedBytes: $0.storedBytes,
                 compressed: $0.header.compressed, volatilityReadable: $0.volatilityCanRead)
-        }, symbols: symbols)
+        }, symbols: manifest?.symbols, consistency: manifest?.consistency)
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     encoder.keyEncodingStrategy = .convertToSnakeCase

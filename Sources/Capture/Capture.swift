@@ -93,6 +93,8 @@ public struct CapturePlan: Sendable, Equatable {
     public var ranges: [Range<UInt64>]
     /// Ranges of a saved `--iomem` map that the running kernel does not call System RAM: never read.
     public var dropped: [Range<UInt64>] = []
+    /// The running kernel's data and bss, every page of which the consistency check samples.
+    public var kernelData: [Range<UInt64>] = []
 
     public var memoryBytes: UInt64 { ranges.reduce(0) { $0 + UInt64($1.count) } }
 
@@ -124,6 +126,8 @@ public struct CaptureReport: Sendable {
     public var pipeline: PipelineResult
     /// The symbol table written beside the image, or why there is none.
     public var symbols: SymbolsManifestEntry?
+    /// How much of the sampled memory changed while it was read.
+    public var consistency: ConsistencyReport
     public var startedAt: Date
     public var seconds: Double
 }
@@ -292,17 +296,22 @@ public struct MemoryCapture {
             if let iomemPath {
                 let saved = try IOMem.systemRAM(readTextFile(path: iomemPath), path: iomemPath)
                 if rawFile != nil { return CapturePlan(ranges: saved) }
-                let live = try IOMem.systemRAM(readTextFile(path: liveIOMemPath), path: liveIOMemPath)
-                let ranges = IOMem.intersect(saved, with: live)
+                let live = try readTextFile(path: liveIOMemPath)
+                let ranges = IOMem.intersect(saved, with: try IOMem.systemRAM(live, path: liveIOMemPath))
                 guard !ranges.isEmpty else { throw SourceError(.noSystemRAM, path: iomemPath) }
-                return CapturePlan(ranges: ranges, dropped: IOMem.subtract(saved, ranges))
+                return CapturePlan(
+                    ranges: ranges, dropped: IOMem.subtract(saved, ranges),
+                    kernelData: try IOMem.kernelData(live, path: liveIOMemPath))
             }
             if let rawFile {
                 let size = try LinearMemoryReader(path: rawFile).fileSize
                 guard size > 0 else { throw SourceError(.noSize, path: rawFile) }
                 return CapturePlan(ranges: [0..<size])
             }
-            return CapturePlan(ranges: try IOMem.systemRAM(readTextFile(path: liveIOMemPath), path: liveIOMemPath))
+            let live = try readTextFile(path: liveIOMemPath)
+            return CapturePlan(
+                ranges: try IOMem.systemRAM(live, path: liveIOMemPath),
+                kernelData: try IOMem.kernelData(live, path: liveIOMemPath))
         }
     }
 
@@ -385,15 +394,16 @@ public struct MemoryCapture {
     ) throws(CaptureError) -> CaptureReport {
         let (reader, ranges) = try asSource { try opener.open(specification, planned: plan.ranges) }
         let total = ranges.reduce(0) { $0 + UInt64($1.count) }
+        let watch = ConsistencyWatch(source: reader, ranges: ranges, kernelData: plan.kernelData)
         let result: PipelineResult
         do {
-            result = try pipeline.run(MemoryBlockProducer(reader: reader, ranges: ranges), to: sink) { progress?($0, total) }
+            result = try pipeline.run(MemoryBlockProducer(reader: watch, ranges: ranges), to: sink) { progress?($0, total) }
         } catch {
             throw CaptureError(error)
         }
         return CaptureReport(
             image: imageName, manifestPath: manifestPath, plan: plan, source: specification, capturedRanges: ranges,
-            earlierFailures: [], pipeline: result, symbols: nil, startedAt: Date(), seconds: 0)
+            earlierFailures: [], pipeline: result, symbols: nil, consistency: watch.reread(), startedAt: Date(), seconds: 0)
     }
 }
 

@@ -74,6 +74,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var timings: StageTimings?
     /// The kernel's symbol table written beside the image, or why there is none.
     public var symbols: SymbolsManifestEntry?
+    /// How much of the sampled memory changed while it was read (see `ConsistencyReport`);
+    /// nil when the capture failed.
+    public var consistency: ConsistencyReport?
     /// Every warning the capture gave on standard error, in order, so that what the responder
     /// was told (memory not captured, no symbol table and why) stays with the image; nil when none.
     public var warnings: [String]?
@@ -88,7 +91,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case tool, host, image, source, format, ranges, unreadable, size, sha256, error
-        case timings, symbols, warnings
+        case timings, symbols, warnings, consistency
         case sourceFailures = "source_failures"
         case volatilityUnreadable = "volatility_unreadable"
         case zeroBlocksSkipped = "zero_blocks_skipped"
@@ -127,6 +130,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         let unopenable = report?.pipeline.volatilityUnreadable ?? []
         volatilityUnreadable = unopenable.isEmpty ? nil : unopenable.map(AddressRange.init)
         timings = report?.pipeline.timings
+        consistency = report?.consistency
         size = report?.pipeline.statistics.bytesWritten
         sha256 = report?.pipeline.sha256
         self.startedAt = Self.timestamp(startedAt)

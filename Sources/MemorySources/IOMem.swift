@@ -64,6 +64,15 @@ public enum IOMem {
         return merged
     }
 
+    /// The kernel's own data (`Kernel data` and `Kernel bss`, listed inside System RAM),
+    /// half-open and merged: memory the running kernel writes all the time. Empty when the
+    /// listing hides addresses or names none.
+    public static func kernelData(_ text: String, path: String = "/proc/iomem") throws(SourceError) -> [Range<UInt64>] {
+        merge(
+            try entries(text, path: path).filter { ($0.name == "Kernel data" || $0.name == "Kernel bss") && $0.end > $0.start }
+                .map { $0.start..<$0.end + 1 })
+    }
+
     /// Sorts ranges and merges those that overlap or touch.
     public static func merge(_ ranges: [Range<UInt64>]) -> [Range<UInt64>] {
         var result: [Range<UInt64>] = []

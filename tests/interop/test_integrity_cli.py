@@ -51,6 +51,23 @@ def test_acquire_writes_a_manifest_whose_hash_matches_the_image(acquired):
     assert manifest["sha256"] in result.stderr
 
 
+def test_the_manifest_summary_and_info_say_how_much_memory_changed_while_it_was_read(acquired):
+    # A raw file does not change while it is read: every sampled page is the same on re-read.
+    raw, image, result = acquired
+    consistency = json.loads(Path(str(image) + ".json").read_text())["consistency"]
+    pages = len(raw.read_bytes()) // 4096
+    assert consistency["sample_stride_pages"] == 64
+    other = {r["name"]: r for r in consistency["regions"]}["other memory"]
+    assert other == {"name": "other memory", "pages_sampled": (pages + 63) // 64, "pages_changed": 0, "pages_unreadable": 0}
+    timing = consistency["ranges"][0]
+    assert (timing["start"], timing["end"]) == ("0x0", hex(len(raw.read_bytes()) - 1))
+    assert 0 <= timing["first_read"] <= timing["last_read"] <= consistency["reread_at"]
+    assert "avml: 0.0% of sampled pages changed while memory was read" in result.stderr
+    info = u.run_avml("info", image)
+    assert "consistency: 0.0% of sampled pages changed while memory was read" in info.stdout, info.stdout
+    assert json.loads(u.run_avml("info", "--json", image).stdout)["consistency"] == consistency
+
+
 def test_manifest_option_moves_it(tmp_path, small_raw):
     raw = tmp_path / "memory.raw"
     raw.write_bytes(small_raw)
