@@ -403,7 +403,8 @@ public struct MemoryCapture {
         }
         return CaptureReport(
             image: imageName, manifestPath: manifestPath, plan: plan, source: specification, capturedRanges: ranges,
-            earlierFailures: [], pipeline: result, symbols: nil, consistency: watch.reread(), startedAt: Date(), seconds: 0)
+            earlierFailures: [], pipeline: result, symbols: nil, consistency: watch.reread(threads: threads), startedAt: Date(),
+            seconds: 0)
     }
 }
 

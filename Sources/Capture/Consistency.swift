@@ -1,3 +1,4 @@
+import Dispatch
 import ImageFormats
 import MemorySources
 import RecordEngine
@@ -209,27 +210,48 @@ final class ConsistencyWatch: MemoryReader {
         }
     }
 
-    /// Reads every fingerprinted page again, one at a time into one buffer, and counts those
-    /// that differ. Never throws: a page that cannot be read again is counted as such.
-    func reread() -> ConsistencyReport {
+    /// Reads every fingerprinted page again and counts those that differ, on `threads`
+    /// threads: runs of adjacent pages (the kernel's data) up to 256 KiB per read, since each
+    /// read of /proc/kcore costs far more than its bytes. Never throws: a run that fails is
+    /// read again page by page, and a page that cannot be read again is counted as such.
+    func reread(threads: Int) -> ConsistencyReport {
         let at = monotonicSeconds() - began
         let (fingerprints, fingerprinted, firstRead, lastRead) = state.withLock {
             ($0.fingerprints, $0.fingerprinted, $0.firstRead, $0.lastRead)
         }
-        var regions = PageSample.Region.allCases.map {
+        let pages = sample.pages
+        let runs = Self.runs(of: pages, where: fingerprinted)
+        let empty = PageSample.Region.allCases.map {
             ConsistencyReport.Region(name: $0.name, pagesSampled: 0, pagesChanged: 0, pagesUnreadable: 0)
         }
-        withUnsafeTemporaryAllocation(byteCount: Int(PageSample.pageSize), alignment: 4096) { page in
-            for index in sample.pages.indices where fingerprinted[index] {
-                let region = sample.regions[index].rawValue
-                regions[region].pagesSampled += 1
-                do {
-                    try source.read(into: page, at: sample.pages[index])
-                } catch {
-                    regions[region].pagesUnreadable += 1
-                    continue
+        let total = Mutex(empty)
+        let workers = max(1, min(threads, runs.count))
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            var regions = empty
+            let pageSize = Int(PageSample.pageSize)
+            withUnsafeTemporaryAllocation(byteCount: Self.rereadPages * pageSize, alignment: 4096) { buffer in
+                for run in Swift.stride(from: worker, to: runs.count, by: workers).map({ runs[$0] }) {
+                    let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[..<(run.count * pageSize)])
+                    let wholeRun = (try? source.read(into: bytes, at: pages[run.lowerBound])) != nil
+                    for page in run {
+                        let region = sample.regions[page].rawValue
+                        regions[region].pagesSampled += 1
+                        let offset = (page - run.lowerBound) * pageSize
+                        let copy = UnsafeMutableRawBufferPointer(rebasing: bytes[offset..<offset + pageSize])
+                        if !wholeRun && (try? source.read(into: copy, at: pages[page])) == nil {
+                            regions[region].pagesUnreadable += 1
+                        } else if CRC32C.checksum(UnsafeRawBufferPointer(copy)) != fingerprints[page] {
+                            regions[region].pagesChanged += 1
+                        }
+                    }
                 }
-                if CRC32C.checksum(UnsafeRawBufferPointer(page)) != fingerprints[index] { regions[region].pagesChanged += 1 }
+            }
+            total.withLock { total in
+                for region in total.indices {
+                    total[region].pagesSampled += regions[region].pagesSampled
+                    total[region].pagesChanged += regions[region].pagesChanged
+                    total[region].pagesUnreadable += regions[region].pagesUnreadable
+                }
             }
         }
         let timings = ranges.indices.map { index in
@@ -239,8 +261,32 @@ final class ConsistencyWatch: MemoryReader {
             )
         }
         return ConsistencyReport(
-            method: ConsistencyReport.method, sampleStride: sample.stride, regions: regions, rereadAt: Self.rounded(at),
-            rereadSeconds: Self.rounded(monotonicSeconds() - began - at), ranges: timings)
+            method: ConsistencyReport.method, sampleStride: sample.stride, regions: total.withLock { $0 },
+            rereadAt: Self.rounded(at), rereadSeconds: Self.rounded(monotonicSeconds() - began - at), ranges: timings)
+    }
+
+    /// Pages re-read at most per read: 256 KiB, each re-reading thread's buffer.
+    static let rereadPages = 64
+
+    /// The fingerprinted pages as runs of adjacent ones, each at most `rereadPages` long.
+    private static func runs(of pages: [UInt64], where fingerprinted: [Bool]) -> [Range<Int>] {
+        var runs: [Range<Int>] = []
+        var index = 0
+        while index < pages.count {
+            guard fingerprinted[index] else {
+                index += 1
+                continue
+            }
+            var end = index + 1
+            while end < pages.count && end - index < rereadPages && fingerprinted[end]
+                && pages[end] == pages[end - 1] + PageSample.pageSize
+            {
+                end += 1
+            }
+            runs.append(index..<end)
+            index = end
+        }
+        return runs
     }
 
     /// Milliseconds are enough, and keep the manifest readable.
