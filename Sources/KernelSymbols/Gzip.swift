@@ -18,25 +18,68 @@ public enum Gzip {
     /// - Returns: the gzip file's bytes.
     /// - Throws: `GzipError` with zlib's status.
     public static func compress(_ bytes: [UInt8], level: Int32 = 6) throws(GzipError) -> [UInt8] {
-        guard bytes.count < Int(UInt32.max) else { throw GzipError(status: Z_BUF_ERROR) }
-        var stream = z_stream()
-        var status = avml_deflate_init_gzip(&stream, level)
-        guard status == Z_OK else { throw GzipError(status: status) }
-        defer { deflateEnd(&stream) }
-        let bound = Int(deflateBound(&stream, UInt(bytes.count))) + 64
-        var output = [UInt8](repeating: 0, count: bound)
-        status = bytes.withUnsafeBufferPointer { source in
-            output.withUnsafeMutableBufferPointer { target in
-                // zlib reads next_in only; its type lacks const unless ZLIB_CONST is defined.
-                stream.next_in = UnsafeMutablePointer(mutating: source.baseAddress)
-                stream.avail_in = UInt32(source.count)
-                stream.next_out = target.baseAddress
-                stream.avail_out = UInt32(target.count)
-                return deflate(&stream, Z_FINISH)
+        let stream = try Deflater(level: level)
+        try stream.append(bytes)
+        return try stream.finish()
+    }
+
+    /// A gzip stream compressed as its input arrives, so that the input (tens of MB of
+    /// JSON) is never whole in memory: every page the tool fills on the examined host
+    /// overwrites evidence. The output is the same bytes however the input is split.
+    final class Deflater {
+        /// zlib's state points back at its stream, so the stream must not move.
+        private let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
+        private var output: [UInt8] = []
+        private var chunk = [UInt8](repeating: 0, count: 64 << 10)
+
+        init(level: Int32 = 6) throws(GzipError) {
+            stream.initialize(to: z_stream())
+            let status = avml_deflate_init_gzip(stream, level)
+            guard status == Z_OK else {
+                stream.deallocate()
+                throw GzipError(status: status)
             }
         }
-        guard status == Z_STREAM_END else { throw GzipError(status: status) }
-        output.removeSubrange(Int(stream.total_out)...)
-        return output
+
+        deinit {
+            deflateEnd(stream)
+            stream.deallocate()
+        }
+
+        /// Compresses `bytes`; what zlib holds back comes out with later input or `finish`.
+        func append(_ bytes: [UInt8]) throws(GzipError) {
+            if let failure = bytes.withUnsafeBytes({ deflate($0, flush: Z_NO_FLUSH) }) { throw GzipError(status: failure) }
+        }
+
+        /// Ends the stream.
+        /// - Returns: the gzip file's bytes.
+        func finish() throws(GzipError) -> [UInt8] {
+            if let failure = deflate(UnsafeRawBufferPointer(start: nil, count: 0), flush: Z_FINISH) {
+                throw GzipError(status: failure)
+            }
+            return output
+        }
+
+        /// - Returns: zlib's status when it failed, nil when all went well.
+        private func deflate(_ bytes: UnsafeRawBufferPointer, flush: Int32) -> Int32? {
+            guard bytes.count < Int(UInt32.max) else { return Z_BUF_ERROR }
+            // zlib reads next_in only; its type lacks const unless ZLIB_CONST is defined.
+            stream.pointee.next_in = UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            stream.pointee.avail_in = UInt32(bytes.count)
+            while true {
+                let (status, produced) = chunk.withUnsafeMutableBufferPointer { target in
+                    stream.pointee.next_out = target.baseAddress
+                    stream.pointee.avail_out = UInt32(target.count)
+                    let status = CZlib.deflate(stream, flush)
+                    return (status, target.count - Int(stream.pointee.avail_out))
+                }
+                output += chunk[..<produced]
+                if flush == Z_FINISH && status == Z_STREAM_END { return nil }
+                // No progress possible: all input taken and nothing held back to give now.
+                if flush != Z_FINISH && status == Z_BUF_ERROR { return nil }
+                guard status == Z_OK else { return status }
+                if flush != Z_FINISH && stream.pointee.avail_in == 0 && stream.pointee.avail_out > 0 { return nil }
+            }
+        }
     }
 }

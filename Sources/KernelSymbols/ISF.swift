@@ -244,12 +244,11 @@ struct ISFWriter {
         var symbols = 0
     }
 
-    /// The whole ISF document.
+    /// The whole ISF document, into `json`.
     mutating func write(
-        symbols: [ISFSymbol], producerVersion: String, sources: [ISFSource]
-    ) throws(BTFError) -> (json: [UInt8], counts: Counts) {
+        into json: inout JSONWriter, symbols: [ISFSymbol], producerVersion: String, sources: [ISFSource]
+    ) throws(BTFError) -> Counts {
         var counts = Counts()
-        var json = JSONWriter(capacity: 48 << 20)
         json.raw(#"{"metadata":{"format":"6.2.0","producer":{"name":"avml","version":"#)
         json.string(producerVersion)
         json.raw(#"},"linux":{"symbols":["#)
@@ -285,7 +284,7 @@ struct ISFWriter {
         }
         counts.symbols = symbols.count
         json.raw("}}\n")
-        return (json.bytes, counts)
+        return counts
     }
 
     private func writeBaseType(_ json: inout JSONWriter, _ name: String, size: UInt32, signed: Bool, kind: StaticString) {
@@ -469,6 +468,8 @@ extension BTF {
     public func isfTypes() throws(BTFError) -> [UInt8] {
         var writer = try ISFWriter(btf: self)
         _ = try writer.btfSymbolTypes()
-        return try writer.write(symbols: [], producerVersion: "0.0.0", sources: []).json
+        var json = JSONWriter(capacity: 48 << 20)
+        _ = try writer.write(into: &json, symbols: [], producerVersion: "0.0.0", sources: [])
+        return json.bytes
     }
 }

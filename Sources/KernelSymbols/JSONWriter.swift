@@ -1,30 +1,71 @@
-/// Compact JSON written straight into a byte buffer.
+/// Compact JSON written straight into a byte buffer, or through it into gzip.
 ///
 /// A symbol table is tens of MB of JSON made of a few shapes; writing it directly
 /// keeps it well under a second and the key order fixed, where building a tree
 /// of Codable values first would take several times the time and memory.
 struct JSONWriter {
+    /// What was written and not yet handed to the deflater.
     private(set) var bytes: [UInt8] = []
+    /// Where each 256 KiB written goes; nil keeps the whole document in `bytes`.
+    private let deflater: Gzip.Deflater?
+    private var failure: GzipError?
+    private static let spillBytes = 256 << 10
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
+    /// A document kept whole in memory.
     init(capacity: Int) {
+        deflater = nil
         bytes.reserveCapacity(capacity)
     }
 
+    /// A document compressed as it is written, so that at most about 256 KiB of it is
+    /// in memory at once: on the examined host every page filled overwrites evidence.
+    init(compressingInto deflater: Gzip.Deflater) {
+        self.deflater = deflater
+        bytes.reserveCapacity(Self.spillBytes + (4 << 10))
+    }
+
+    /// The gzip file of everything written (`init(compressingInto:)` only).
+    mutating func finishCompressed() throws(GzipError) -> [UInt8] {
+        guard let deflater else { return try Gzip.compress(bytes) }
+        if let failure { throw failure }
+        try deflater.append(bytes)
+        bytes.removeAll()
+        return try deflater.finish()
+    }
+
+    /// Hands what was written to the deflater once there is enough of it. Called before
+    /// each write, never inside one (`number` reverses its digits in place).
+    private mutating func spill() {
+        guard let deflater, bytes.count >= Self.spillBytes else { return }
+        if failure == nil {
+            do {
+                try deflater.append(bytes)
+            } catch {
+                failure = error
+            }
+        }
+        bytes.removeAll(keepingCapacity: true)
+    }
+
     mutating func raw(_ text: StaticString) {
+        spill()
         text.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
     mutating func raw(_ other: [UInt8]) {
+        spill()
         bytes.append(contentsOf: other)
     }
 
     mutating func byte(_ value: UInt8) {
+        spill()
         bytes.append(value)
     }
 
     /// A quoted string; quotes, backslashes and control characters escaped (RFC 8259).
     mutating func string(_ text: String) {
+        spill()
         bytes.append(0x22)
         var text = text
         text.withUTF8 { utf8 in
@@ -52,6 +93,7 @@ struct JSONWriter {
     }
 
     mutating func number(_ value: UInt64) {
+        spill()
         let start = bytes.count
         var rest = value
         repeat {

@@ -261,19 +261,26 @@ public enum KernelSymbols {
         if !addresses.isKallsyms, let path = addresses.systemMapPath, let sha = addresses.systemMapSHA256 {
             origins.append(ISFSource(name: path, sha256: sha))
         }
-        let document: (json: [UInt8], counts: ISFWriter.Counts)
+        // Compressed as it is written: the JSON (tens of MB) is never whole in memory.
+        let deflater: Gzip.Deflater
         do {
-            document = try writer.write(symbols: isfSymbols, producerVersion: producerVersion, sources: origins)
+            deflater = try Gzip.Deflater()
+        } catch {
+            throw SymbolTableError(.compression(error))
+        }
+        var json = JSONWriter(compressingInto: deflater)
+        let counts: ISFWriter.Counts
+        do {
+            counts = try writer.write(into: &json, symbols: isfSymbols, producerVersion: producerVersion, sources: origins)
         } catch {
             throw SymbolTableError(.badBTF(path: sources.btf, error))
         }
         let compressed: [UInt8]
         do {
-            compressed = try Gzip.compress(document.json)
+            compressed = try json.finishCompressed()
         } catch {
             throw SymbolTableError(.compression(error))
         }
-        let counts = document.counts
         return SymbolTable(
             compressed: compressed, sha256: sha256Hex(compressed), banner: banner.text, kaslrOffset: offset.value,
             kaslrOffsetSource: offset.source, btfPath: sources.btf, btfSHA256: sha256Hex(btfBytes),

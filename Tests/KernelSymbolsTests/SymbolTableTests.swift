@@ -319,4 +319,26 @@ struct SymbolTableTests {
         #expect(try gunzip(compressed) == text)
         #expect(try gunzip(Gzip.compress([])) == [])
     }
+
+    /// The table is compressed as it is written; the file must be the bytes one pass would give.
+    @Test func jsonCompressedAsItIsWrittenIsTheSameFileAsCompressedWhole() throws {
+        func document(_ writer: inout JSONWriter) {
+            var state: UInt64 = 7
+            for index in 0..<200_000 {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                writer.key("symbol_\(index)_\(state >> 50)")
+                writer.number(state >> 20)
+                writer.byte(0x2c)
+            }
+        }
+        var whole = JSONWriter(capacity: 1 << 20)
+        document(&whole)
+        var streamed = JSONWriter(compressingInto: try Gzip.Deflater())
+        document(&streamed)
+        #expect(whole.bytes.count > 4 << 20)
+        let file = try streamed.finishCompressed()
+        #expect(streamed.bytes.isEmpty)
+        #expect(file == (try Gzip.compress(whole.bytes)))
+        #expect(try gunzip(file) == whole.bytes)
+    }
 }
