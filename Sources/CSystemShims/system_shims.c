@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "system_shims.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <string.h>
@@ -34,4 +35,13 @@ void avml_stream_out(int fd, long long offset, long long count, long long dropOf
     if (dropCount > 0) {
         (void)posix_fadvise(fd, dropOffset, dropCount, POSIX_FADV_DONTNEED);
     }
+}
+
+int avml_set_direct_io(int fd, int on) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) {
+        return errno;
+    }
+    flags = on ? (flags | O_DIRECT) : (flags & ~O_DIRECT);
+    return fcntl(fd, F_SETFL, flags) < 0 ? errno : 0;
 }

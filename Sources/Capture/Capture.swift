@@ -346,7 +346,7 @@ public struct MemoryCapture {
         let sink: ImageSink
         switch destination {
         case .file(let path):
-            sink = try asDestination { try ImageFile(path: path) }
+            sink = try asDestination { try ImageFile(path: path, direct: true) }
         case .stream(_, let open):
             if candidates == nil { candidates = [try asSource { try opener.probe() }] }
             sink = try asDestination { try open(plan) }

@@ -18,6 +18,13 @@ public final class ImageFile: ImageSink {
     private var closed = false
     /// Bytes written so far.
     public private(set) var offset: UInt64 = 0
+    /// With `O_DIRECT`: the aligned buffer writes gather in, and how much of it is filled.
+    private var staging: UnsafeMutableRawBufferPointer?
+    private var staged = 0
+    /// `O_DIRECT` writes whole, aligned buffers; 2 MiB keeps the disk's requests large.
+    private static let stagingBytes = 2 << 20
+    /// Whether the file is written around the page cache.
+    var isDirect: Bool { staging != nil }
 
     /// Paths that mean "write to standard output" (AVML's convention, and `-`).
     public static func isStandardOutputPath(_ path: String) -> Bool {
@@ -30,8 +37,11 @@ public final class ImageFile: ImageSink {
     ///   - path: the file.
     ///   - sideFile: a manifest or symbol table: refuses to truncate a file that holds
     ///     a memory image, so a mistyped path never destroys evidence.
+    ///   - direct: write a regular file around the page cache (`O_DIRECT`) where its
+    ///     filesystem allows it: the image then fills no memory of the examined host but
+    ///     one 2 MiB buffer; elsewhere (tmpfs) as `streamOut` says.
     /// - Throws: `OutputError` naming the path and errno; `ELOOP` means a symlink was refused.
-    public init(path: String, sideFile: Bool = false) throws(OutputError) {
+    public init(path: String, sideFile: Bool = false, direct: Bool = false) throws(OutputError) {
         self.path = path
         if Self.isStandardOutputPath(path) {
             isStandardOutput = true
@@ -56,6 +66,9 @@ public final class ImageFile: ImageSink {
             throw OutputError(.create, path: path, errno: error)
         }
         descriptor = opened
+        if direct && identity != nil && avml_set_direct_io(opened.rawValue, 1) == 0 {
+            staging = .allocate(byteCount: Self.stagingBytes, alignment: 4096)
+        }
     }
 
     /// Checks the opened file and empties it, mode 0600.
@@ -89,6 +102,7 @@ public final class ImageFile: ImageSink {
 
     deinit {
         if !closed && !isStandardOutput { try? descriptor.close() }
+        staging?.deallocate()
     }
 
     /// Whether the open file starts with a LiME or AVML record header.
@@ -100,13 +114,50 @@ public final class ImageFile: ImageSink {
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws(OutputError) {
+        var done = 0
+        while done < bytes.count {
+            guard let staging else { break }
+            let count = min(bytes.count - done, staging.count - staged)
+            UnsafeMutableRawBufferPointer(rebasing: staging[staged..<staged + count])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[done..<done + count]))
+            staged += count
+            done += count
+            if staged == staging.count { try writeStaged() }
+        }
+        if done < bytes.count {
+            try writeThrough(UnsafeRawBufferPointer(rebasing: bytes[done...]))
+        }
+        offset += UInt64(bytes.count)
+        streamOut()
+    }
+
+    private func writeThrough(_ bytes: UnsafeRawBufferPointer) throws(OutputError) {
         do {
             _ = try descriptor.writeAll(bytes)
         } catch {
             throw OutputError(.write, path: path, errno: error as? Errno ?? .ioError, offset: offset)
         }
-        offset += UInt64(bytes.count)
-        streamOut()
+    }
+
+    /// Writes the staged bytes, the last of them padded with zeros to a whole 4 KiB
+    /// (`finish` truncates the file to `offset`). If the disk refuses the first direct
+    /// write (EINVAL), the file goes on through the page cache.
+    private func writeStaged() throws(OutputError) {
+        guard let staging, staged > 0 else { return }
+        let padded = (staged + 4095) / 4096 * 4096
+        UnsafeMutableRawBufferPointer(rebasing: staging[staged..<padded]).initializeMemory(as: UInt8.self, repeating: 0)
+        let bytes = UnsafeRawBufferPointer(rebasing: staging[..<padded])
+        do {
+            _ = try descriptor.writeAll(bytes)
+        } catch Errno.invalidArgument {
+            _ = avml_set_direct_io(descriptor.rawValue, 0)
+            self.staging = nil
+            staging.deallocate()
+            try writeThrough(UnsafeRawBufferPointer(rebasing: bytes[..<staged]))
+        } catch {
+            throw OutputError(.write, path: path, errno: error as? Errno ?? .ioError, offset: offset)
+        }
+        staged = 0
     }
 
     /// Bytes of a regular file handed to writeback, bytes let go from the page cache,
@@ -121,7 +172,7 @@ public final class ImageFile: ImageSink {
     /// evidence too, the disk works while memory is still being read, and the final
     /// fsync has little left.
     private func streamOut() {
-        guard identity != nil, offset - writtenBack >= Self.writebackWindow else { return }
+        guard identity != nil, staging == nil, offset - writtenBack >= Self.writebackWindow else { return }
         avml_stream_out(
             descriptor.rawValue, Int64(writtenBack), Int64(offset - writtenBack), Int64(dropped),
             Int64(writtenBack - dropped))
@@ -133,7 +184,7 @@ public final class ImageFile: ImageSink {
     /// a hole in a regular file, so a sparse memory map does not fill the disk;
     /// written zeros where the output cannot seek.
     public func skipZeros(_ count: UInt64) throws(OutputError) {
-        if identity != nil {
+        if identity != nil && staging == nil {
             guard count <= UInt64(Int64.max) - offset else {
                 throw OutputError(.write, path: path, errno: .fileTooLarge, offset: offset)
             }
@@ -174,6 +225,7 @@ public final class ImageFile: ImageSink {
             return false
         }
         offset = 0
+        staged = 0
         writtenBack = 0
         dropped = 0
         return true
@@ -186,6 +238,12 @@ public final class ImageFile: ImageSink {
         if isStandardOutput { return }
         // The size is where writing ended, even when it ended in a hole.
         if identity != nil {
+            do {
+                try writeStaged()
+            } catch {
+                try? descriptor.close()
+                throw error
+            }
             do {
                 try descriptor.resize(to: Int64(offset), retryOnInterrupt: true)
                 if fsync(descriptor.rawValue) != 0 { throw Errno(rawValue: errno) }

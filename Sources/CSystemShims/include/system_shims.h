@@ -14,5 +14,8 @@ long long avml_parse_utc_time(const char *text, const char *format);
 /// [dropOffset, dropOffset + dropCount), written back earlier (posix_fadvise
 /// DONTNEED). Best effort: errors are ignored; fsync still decides success.
 void avml_stream_out(int fd, long long offset, long long count, long long dropOffset, long long dropCount);
+/// Turns O_DIRECT on or off for `fd` (fcntl F_SETFL): 0, or the errno (EINVAL where the
+/// filesystem cannot write around the page cache, such as tmpfs).
+int avml_set_direct_io(int fd, int on);
 
 #endif
