@@ -72,6 +72,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var volatilityUnreadable: [AddressRange]?
     /// Seconds each stage of the pipeline worked, summed over its threads.
     public var timings: StageTimings?
+    /// The most memory avml held at once (VmHWM), up to when the manifest was made: what
+    /// of the examined host's memory its own pages took; nil where /proc does not say.
+    public var peakResidentBytes: UInt64?
     /// The kernel's symbol table written beside the image, or why there is none.
     public var symbols: SymbolsManifestEntry?
     /// How much of the sampled memory changed while it was read (see `ConsistencyReport`);
@@ -93,6 +96,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         case tool, host, image, source, format, ranges, unreadable, size, sha256, error
         case timings, symbols, warnings, consistency
         case sourceFailures = "source_failures"
+        case peakResidentBytes = "peak_resident_bytes"
         case volatilityUnreadable = "volatility_unreadable"
         case zeroBlocksSkipped = "zero_blocks_skipped"
         case startedAt = "started_at"
@@ -130,6 +134,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         let unopenable = report?.pipeline.volatilityUnreadable ?? []
         volatilityUnreadable = unopenable.isEmpty ? nil : unopenable.map(AddressRange.init)
         timings = report?.pipeline.timings
+        peakResidentBytes = Self.peakResidentBytes()
         consistency = report?.consistency
         size = report?.pipeline.statistics.bytesWritten
         sha256 = report?.pipeline.sha256
@@ -141,6 +146,17 @@ public struct Manifest: Codable, Sendable, Equatable {
         } else {
             exitStatus = 0
         }
+    }
+
+    /// VmHWM from /proc/self/status, in bytes.
+    static func peakResidentBytes(status: String = "/proc/self/status") -> UInt64? {
+        guard let text = try? readTextFile(path: status) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let fields = line.dropFirst("VmHWM:".count).split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count == 2, fields[1] == "kB", let kilobytes = UInt64(fields[0]) else { return nil }
+            return kilobytes * 1024
+        }
+        return nil
     }
 
     /// ISO 8601 in UTC, to the second.

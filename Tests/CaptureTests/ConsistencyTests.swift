@@ -1,6 +1,7 @@
 import ImageFormats
 import MemorySources
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Capture
@@ -139,5 +140,18 @@ struct ConsistencyTests {
             fee00000-fee00fff : Local APIC
             """
         #expect(try IOMem.kernelData(text) == [0x0d60_0000..<0x0d9a_7300, 0x0ddc_3000..<0x0df0_0000])
+    }
+}
+
+/// The manifest's peak memory comes from VmHWM, in kB, as /proc/PID/status gives it.
+struct PeakResidentTests {
+    @Test func vmHWMIsReadInBytes() throws {
+        let directory = try TemporaryDirectory()
+        let status = directory.write(
+            "status", Array("Name:\tavml\nVmPeak:\t  200000 kB\nVmHWM:\t    1968 kB\nVmRSS:\t 1000 kB\n".utf8))
+        #expect(Manifest.peakResidentBytes(status: status) == 1968 * 1024)
+        let odd = directory.write("odd", Array("VmHWM:\t12 MB\n".utf8))
+        #expect(Manifest.peakResidentBytes(status: odd) == nil)
+        #expect((Manifest.peakResidentBytes() ?? 0) > 1 << 20)
     }
 }

@@ -46,6 +46,7 @@ def test_acquire_writes_a_manifest_whose_hash_matches_the_image(acquired):
     assert manifest["ranges"]["planned"] == [{"start": "0x0", "end": hex(len(raw.read_bytes()) - 1)}]
     assert manifest["started_at"] <= manifest["finished_at"]
     assert manifest["started_at"].endswith("Z")
+    assert 1 << 20 < manifest["peak_resident_bytes"] < 1 << 30
     assert stat.S_IMODE(manifest_path.stat().st_mode) == 0o600
     # The summary line names the hash too.
     assert manifest["sha256"] in result.stderr
