@@ -38,10 +38,15 @@ extension FileDescriptor {
     /// the one loop for /proc, sysfs and securityfs files, which report no size, so their
     /// end is found by reading. The buffer grows as the file does, never past `limit`.
     ///
+    /// - Parameters:
+    ///   - limit: the most bytes to read.
+    ///   - sizeHint: the size the file reports, when it does (sysfs's BTF, a copy): the
+    ///     buffer then has room for it at once, where growing by doubling would fill twice
+    ///     as much memory of the examined host.
     /// - Returns: at most `limit` bytes; `limit` of them when the file may hold more.
     /// - Throws: `PositionalReadError` with the errno and the bytes read before it.
-    public func readToEnd(limit: Int) throws(PositionalReadError) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: min(limit, 1 << 16))
+    public func readToEnd(limit: Int, sizeHint: Int = 0) throws(PositionalReadError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: min(limit, sizeHint > 0 ? sizeHint + 1 : 1 << 16))
         var filled = 0
         while filled < limit {
             if filled == bytes.count {
@@ -73,7 +78,7 @@ extension FileDescriptor {
         }
         defer { try? descriptor.close() }
         do {
-            return try descriptor.readToEnd(limit: limit)
+            return try descriptor.readToEnd(limit: limit, sizeHint: Int((try? descriptor.stat().size) ?? 0))
         } catch {
             throw error.errno
         }

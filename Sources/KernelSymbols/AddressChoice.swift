@@ -33,15 +33,9 @@ extension KernelSymbols {
         var kallsymsProblem: KallsymsProblem?
         if let path = sources.kallsyms {
             do throws(SymbolTableError) {
-                let bytes = try readFile(path, limit: maximumSymbolFileBytes)
-                let list: SymbolList
-                do {
-                    list = try SymbolList(parsing: bytes, path: path)
-                } catch {
-                    throw SymbolTableError(.badSymbolFile(error))
-                }
+                let (list, sha256) = try readSymbolFile(path, limit: maximumSymbolFileBytes)
                 result.kallsymsPath = path
-                result.kallsymsSHA256 = sha256Hex(bytes)
+                result.kallsymsSHA256 = sha256
                 if list.addressesHidden {
                     kallsymsProblem = .hidden
                 } else {
@@ -126,17 +120,13 @@ extension KernelSymbols {
     static func loadSystemMap(
         _ path: String, kallsyms: SymbolList?, btf: BTF, notes: inout [String]
     ) throws(MapProblem) -> (SymbolList, String) {
-        let bytes: [UInt8]
-        do {
-            bytes = try readFile(path, limit: maximumSymbolFileBytes)
-        } catch {
-            throw MapProblem(detail: error.description)
-        }
         let map: SymbolList
+        let sha256: String
         do {
-            map = try SymbolList(parsing: bytes, path: path)
+            (map, sha256) = try readSymbolFile(path, limit: maximumSymbolFileBytes)
         } catch {
-            throw MapProblem(detail: "\(error) (Debian ships a placeholder; the real map is in linux-image-RELEASE-dbg)")
+            guard case .badSymbolFile(let bad) = error.reason else { throw MapProblem(detail: error.description) }
+            throw MapProblem(detail: "\(bad) (Debian ships a placeholder; the real map is in linux-image-RELEASE-dbg)")
         }
         let missing = missingSymbols(in: map)
         guard missing.isEmpty else {
@@ -162,7 +152,7 @@ extension KernelSymbols {
                         + "\(differing.count) of \(matched + differing.count) lie elsewhere relative to _text "
                         + "(first: \(differing.prefix(3).joined(separator: ", ")))")
             }
-            return (map, sha256Hex(bytes))
+            return (map, sha256)
         }
         // kallsyms hides its addresses: compare the per-CPU variables' offsets, which the BTF records.
         var matched = 0
@@ -190,7 +180,7 @@ extension KernelSymbols {
         if matched == 0 {
             notes.append("\(escapedForLog(path)) could be checked against the running kernel by its name only")
         }
-        return (map, sha256Hex(bytes))
+        return (map, sha256)
     }
 
     /// The KASLR offset: VMCOREINFO's KERNELOFFSET, else kallsyms' `_text` against the

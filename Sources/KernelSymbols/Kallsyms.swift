@@ -63,17 +63,36 @@ public struct SymbolList: Sendable {
         var symbols: [KernelSymbol] = []
         symbols.reserveCapacity(bytes.count / 40)
         var lineNumber = 0
-        var start = 0
-        while start < bytes.count {
-            lineNumber += 1
+        _ = try Self.parseLines(bytes[...], path: path, lineNumber: &lineNumber, into: &symbols, final: true)
+        self.init(symbols: symbols)
+    }
+
+    /// Parses the complete lines of `bytes` (all of them when `final`, else those before
+    /// the last newline), so that a file can be parsed as it is read.
+    ///
+    /// - Parameters:
+    ///   - bytes: the text read so far and not yet parsed.
+    ///   - path: named in errors.
+    ///   - lineNumber: the lines before `bytes`; advanced past those parsed.
+    ///   - symbols: where the parsed symbols go.
+    ///   - final: whether `bytes` ends the file.
+    /// - Returns: the bytes used; the rest is the start of a line the next bytes finish.
+    /// - Throws: `SymbolFileError` naming the first line that is not `ADDRESS TYPE NAME [MODULE]`.
+    static func parseLines(
+        _ bytes: ArraySlice<UInt8>, path: String, lineNumber: inout Int, into symbols: inout [KernelSymbol], final: Bool
+    ) throws(SymbolFileError) -> Int {
+        var start = bytes.startIndex
+        while start < bytes.endIndex {
             var end = start
-            while end < bytes.count && bytes[end] != 0x0a { end += 1 }
+            while end < bytes.endIndex && bytes[end] != 0x0a { end += 1 }
+            if end == bytes.endIndex && !final { break }
+            lineNumber += 1
             if end > start {
                 symbols.append(try Self.parseLine(bytes[start..<end], path: path, line: lineNumber))
             }
             start = end + 1
         }
-        self.init(symbols: symbols)
+        return min(start, bytes.endIndex) - bytes.startIndex
     }
 
     /// A list of symbols already parsed.

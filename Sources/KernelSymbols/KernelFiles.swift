@@ -27,6 +27,50 @@ extension KernelSymbols {
     }
 }
 
+extension KernelSymbols {
+    /// kallsyms or a System.map, parsed as it is read, 256 KiB at a time: its text (megabytes)
+    /// is never whole in memory, since on the examined host every page filled overwrites evidence.
+    ///
+    /// - Returns: the symbols and the SHA-256 of the file as read.
+    /// - Throws: `SymbolTableError`: `.unreadable`, `.tooLarge`, or `.badSymbolFile` naming the line.
+    static func readSymbolFile(_ path: String, limit: Int) throws(SymbolTableError) -> (list: SymbolList, sha256: String) {
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        } catch {
+            throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
+        }
+        defer { try? descriptor.close() }
+        var hash = SHA256()
+        var symbols: [KernelSymbol] = []
+        var chunk = [UInt8](repeating: 0, count: 256 << 10)
+        var pending: [UInt8] = []
+        var lineNumber = 0
+        var total = 0
+        while true {
+            let count: Int
+            do {
+                count = try chunk.withUnsafeMutableBytes { try descriptor.read(into: $0, retryOnInterrupt: true) }
+            } catch {
+                throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
+            }
+            total += count
+            guard total <= limit else { throw SymbolTableError(.tooLarge(path: path, limit: limit)) }
+            chunk.withUnsafeBytes { hash.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+            pending += chunk[..<count]
+            do {
+                let used = try SymbolList.parseLines(
+                    pending[...], path: path, lineNumber: &lineNumber, into: &symbols, final: count == 0)
+                pending.removeSubrange(..<used)
+            } catch {
+                throw SymbolTableError(.badSymbolFile(error))
+            }
+            if count == 0 { break }
+        }
+        return (SymbolList(symbols: symbols), hash.finalize().description)
+    }
+}
+
 /// Lower-case hex SHA-256.
 func sha256Hex(_ bytes: [UInt8]) -> String {
     SHA256.hash(data: bytes).description

@@ -1,8 +1,38 @@
+import Foundation
+import TestSupport
 import Testing
 
 @testable import KernelSymbols
 
 struct SymbolFileTests {
+    /// kallsyms is parsed as it is read, 256 KiB at a time: lines cut between reads parse as whole.
+    @Test func aFileParsedAsItIsReadGivesWhatParsingItWholeGives() throws {
+        var text = ""
+        for index in 0..<40_000 {
+            text += String(
+                format: "ffffffff%08x %@ symbol_number_%d%@\n", index * 64, index % 3 == 0 ? "T" : "d", index,
+                index % 7 == 0 ? "\t[module_\(index % 5)]" : "")
+        }
+        let bytes = Array(text.utf8)
+        #expect(bytes.count > 3 * (256 << 10))
+        let directory = try TemporaryDirectory()
+        let path = directory.write("kallsyms", bytes)
+        let (list, sha256) = try KernelSymbols.readSymbolFile(path, limit: 64 << 20)
+        #expect(list.symbols == (try SymbolList(parsing: bytes, path: path)).symbols)
+        #expect(list.symbols.count == 40_000)
+        #expect(sha256 == sha256Hex(bytes))
+        #expect(throws: SymbolTableError.self) { try KernelSymbols.readSymbolFile(path, limit: bytes.count - 1) }
+
+        let bad = directory.write("bad", bytes + Array("ffffffff81000000 T\n".utf8))
+        do throws(SymbolTableError) {
+            _ = try KernelSymbols.readSymbolFile(bad, limit: 64 << 20)
+            Issue.record("a line without a name was accepted")
+        } catch {
+            guard case .badSymbolFile(let problem) = error.reason else { throw error }
+            #expect(problem.line == 40_001)
+        }
+    }
+
     @Test func parsesKallsymsLinesWithModules() throws {
         let list = try SymbolList(parsing: fixtureBytes("kallsyms"), path: "kallsyms")
         #expect(list.symbols.count == 19)
