@@ -102,14 +102,18 @@ public func runCapture(_ label: String, _ capture: MemoryCapture, quiet: Bool) t
     return report
 }
 
-/// One line a responder can paste into case notes.
+/// One line a responder can paste into case notes. The rate is memory over the time spent
+/// reading it (all-zero memory included, as it was read); the symbol table's time is apart.
 func summary(_ report: CaptureReport) -> String {
     let statistics = report.pipeline.statistics
     let unreadable = report.pipeline.unreadable.reduce(UInt64(0)) { $0 + UInt64($1.count) }
-    let rate = formatBytes(UInt64(Double(statistics.memoryBytes + statistics.zeroBytesSkipped) / max(report.seconds, 0.001)))
+    let read = statistics.memoryBytes + statistics.zeroBytesSkipped
+    let rate = formatBytes(UInt64(Double(read) / max(report.readingSeconds, 0.001)))
+    let table = report.symbols?.seconds.map { "; symbol table made in \(formatDecimal($0, places: 1)) s before" } ?? ""
     return
-        "avml: captured \(formatBytes(statistics.memoryBytes)) from \(report.source) in \(formatDecimal(report.seconds, places: 1)) s "
-        + "(\(rate)/s); skipped \(statistics.zeroBlocksSkipped) all-zero blocks (\(formatBytes(statistics.zeroBytesSkipped))); "
+        "avml: captured \(formatBytes(statistics.memoryBytes)) from \(report.source) in "
+        + "\(formatDecimal(report.readingSeconds, places: 1)) s (\(rate)/s over \(formatBytes(read)) read)\(table); "
+        + "skipped \(statistics.zeroBlocksSkipped) all-zero blocks (\(formatBytes(statistics.zeroBytesSkipped))); "
         + "\(unreadable / 4096) unreadable pages; image \(statistics.bytesWritten) bytes, sha256 \(report.pipeline.sha256 ?? "-"); "
         + "manifest \(escapedForLog(report.manifestPath))"
         + (report.symbols?.path.map { "; symbol table \(escapedForLog($0)) (vol -s DIR)" } ?? "")

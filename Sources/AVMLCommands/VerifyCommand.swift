@@ -85,6 +85,10 @@ func infoText(_ summary: ImageSummary, manifest: Manifest?) -> String {
     lines += summary.gaps.map(line)
     if let advice = volatilityAdvice(summary) { lines.append("volatility: \(advice)") }
     lines.append("symbols:  " + symbolsText(manifest?.symbols))
+    if let reading = manifest?.readingSeconds {
+        let table = manifest?.symbols?.seconds.map { ", after \(formatDecimal($0, places: 1)) s making the symbol table" } ?? ""
+        lines.append("reading:  \(formatDecimal(reading, places: 1)) s\(table)")
+    }
     lines.append("consistency: " + (manifest?.consistency?.summary ?? "not in a manifest (IMAGE.json) beside the image"))
     return lines.joined(separator: "\n")
 }
@@ -136,6 +140,7 @@ func infoJSON(_ summary: ImageSummary, manifest: Manifest?) -> String {
         var records: [Record]
         var symbols: SymbolsManifestEntry?
         var consistency: ConsistencyReport?
+        var readingSeconds: Double?
     }
     let ranges = { (list: [Swift.Range<UInt64>]) in
         list.map { Range(start: hex($0.lowerBound), end: hex($0.upperBound - 1), bytes: UInt64($0.count)) }
@@ -147,7 +152,7 @@ func infoJSON(_ summary: ImageSummary, manifest: Manifest?) -> String {
             Record(
                 start: hex($0.header.start), end: hex($0.header.end), offset: $0.offset, storedBytes: $0.storedBytes,
                 compressed: $0.header.compressed, volatilityReadable: $0.volatilityCanRead)
-        }, symbols: manifest?.symbols, consistency: manifest?.consistency)
+        }, symbols: manifest?.symbols, consistency: manifest?.consistency, readingSeconds: manifest?.readingSeconds)
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     encoder.keyEncodingStrategy = .convertToSnakeCase

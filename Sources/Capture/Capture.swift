@@ -129,7 +129,10 @@ public struct CaptureReport: Sendable {
     /// How much of the sampled memory changed while it was read.
     public var consistency: ConsistencyReport
     public var startedAt: Date
+    /// The whole capture, symbol table included.
     public var seconds: Double
+    /// Reading memory into the image: from the first block to the last record.
+    public var readingSeconds: Double
 }
 
 /// `avml acquire` and `avml stream`: captures this host's memory into a file or a stream.
@@ -225,7 +228,9 @@ public struct MemoryCapture {
             }
             try check(planned, warn: warnAndRecord)
             manifestFile = try asRefusal { try ImageFile(path: manifestPath, sideFile: true) }
+            let symbolsStarted = monotonicSeconds()
             symbols = writeSymbolTable(warn: warnAndRecord)
+            if symbolsPath != nil { symbols?.seconds = ((monotonicSeconds() - symbolsStarted) * 1000).rounded() / 1000 }
             var report = try capture(planned, warn: warnAndRecord, progress: progress)
             if !report.notCaptured.isEmpty {
                 warnAndRecord(notCapturedWarning(report.notCaptured, source: report.source))
@@ -396,15 +401,17 @@ public struct MemoryCapture {
         let total = ranges.reduce(0) { $0 + UInt64($1.count) }
         let watch = ConsistencyWatch(source: reader, ranges: ranges, kernelData: plan.kernelData)
         let result: PipelineResult
+        let started = monotonicSeconds()
         do {
             result = try pipeline.run(MemoryBlockProducer(reader: watch, ranges: ranges), to: sink) { progress?($0, total) }
         } catch {
             throw CaptureError(error)
         }
+        let readingSeconds = monotonicSeconds() - started
         return CaptureReport(
             image: imageName, manifestPath: manifestPath, plan: plan, source: specification, capturedRanges: ranges,
             earlierFailures: [], pipeline: result, symbols: nil, consistency: watch.reread(threads: threads), startedAt: Date(),
-            seconds: 0)
+            seconds: 0, readingSeconds: readingSeconds)
     }
 }
 

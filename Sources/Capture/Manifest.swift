@@ -72,6 +72,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var volatilityUnreadable: [AddressRange]?
     /// Seconds each stage of the pipeline worked, summed over its threads.
     public var timings: StageTimings?
+    /// Seconds spent reading memory into the image (the symbol table's are in `symbols`).
+    public var readingSeconds: Double?
     /// The most memory avml held at once (VmHWM), up to when the manifest was made: what
     /// of the examined host's memory its own pages took; nil where /proc does not say.
     public var peakResidentBytes: UInt64?
@@ -97,6 +99,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         case timings, symbols, warnings, consistency
         case sourceFailures = "source_failures"
         case peakResidentBytes = "peak_resident_bytes"
+        case readingSeconds = "reading_seconds"
         case volatilityUnreadable = "volatility_unreadable"
         case zeroBlocksSkipped = "zero_blocks_skipped"
         case startedAt = "started_at"
@@ -134,6 +137,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         let unopenable = report?.pipeline.volatilityUnreadable ?? []
         volatilityUnreadable = unopenable.isEmpty ? nil : unopenable.map(AddressRange.init)
         timings = report?.pipeline.timings
+        readingSeconds = report.map { ($0.readingSeconds * 1000).rounded() / 1000 }
         peakResidentBytes = Self.peakResidentBytes()
         consistency = report?.consistency
         size = report?.pipeline.statistics.bytesWritten

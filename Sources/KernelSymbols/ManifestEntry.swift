@@ -25,9 +25,11 @@ public struct SymbolsManifestEntry: Codable, Sendable, Equatable {
     public var missing: Bool?
     /// Why not, and what the analyst needs instead.
     public var reason: String?
+    /// Seconds spent making and writing the table (or failing to), before memory was read.
+    public var seconds: Double?
 
     enum CodingKeys: String, CodingKey {
-        case path, size, sha256, banner, types, symbols, notes, missing, reason
+        case path, size, sha256, banner, types, symbols, notes, missing, reason, seconds
         case kaslrOffset = "kaslr_offset"
         case kaslrOffsetSource = "kaslr_offset_source"
         case btfSHA256 = "btf_sha256"

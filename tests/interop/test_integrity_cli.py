@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import time
 import stat
@@ -47,6 +48,10 @@ def test_acquire_writes_a_manifest_whose_hash_matches_the_image(acquired):
     assert manifest["started_at"] <= manifest["finished_at"]
     assert manifest["started_at"].endswith("Z")
     assert 1 << 20 < manifest["peak_resident_bytes"] < 1 << 30
+    # The summary's time and rate are the reading's; the table's time is its own (none from a raw file).
+    assert 0 < manifest["reading_seconds"] < 60
+    shown = re.search(r"avml: captured .* in ([0-9.]+) s \(", result.stderr)
+    assert shown and abs(float(shown.group(1)) - manifest["reading_seconds"]) <= 0.051, result.stderr
     assert stat.S_IMODE(manifest_path.stat().st_mode) == 0o600
     # The summary line names the hash too.
     assert manifest["sha256"] in result.stderr
@@ -66,6 +71,7 @@ def test_the_manifest_summary_and_info_say_how_much_memory_changed_while_it_was_
     assert "avml: 0.0% of sampled pages changed while memory was read" in result.stderr
     info = u.run_avml("info", image)
     assert "consistency: 0.0% of sampled pages changed while memory was read" in info.stdout, info.stdout
+    assert "reading:  " in info.stdout, info.stdout
     assert json.loads(u.run_avml("info", "--json", image).stdout)["consistency"] == consistency
 
 
