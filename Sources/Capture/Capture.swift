@@ -230,7 +230,7 @@ public struct MemoryCapture {
             manifestFile = try asRefusal { try ImageFile(path: manifestPath, sideFile: true) }
             let symbolsStarted = monotonicSeconds()
             symbols = writeSymbolTable(warn: warnAndRecord)
-            if symbolsPath != nil { symbols?.seconds = ((monotonicSeconds() - symbolsStarted) * 1000).rounded() / 1000 }
+            if symbolsPath != nil { symbols?.seconds = milliseconds(monotonicSeconds() - symbolsStarted) }
             var report = try capture(planned, warn: warnAndRecord, progress: progress)
             if !report.notCaptured.isEmpty {
                 warnAndRecord(notCapturedWarning(report.notCaptured, source: report.source))

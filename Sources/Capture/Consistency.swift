@@ -257,12 +257,12 @@ final class ConsistencyWatch: MemoryReader {
         let timings = ranges.indices.map { index in
             ConsistencyReport.RangeTiming(
                 start: hex(ranges[index].lowerBound), end: hex(ranges[index].upperBound - 1),
-                firstRead: Self.rounded(firstRead[index].isFinite ? firstRead[index] : 0), lastRead: Self.rounded(lastRead[index])
+                firstRead: milliseconds(firstRead[index].isFinite ? firstRead[index] : 0), lastRead: milliseconds(lastRead[index])
             )
         }
         return ConsistencyReport(
             method: ConsistencyReport.method, sampleStride: sample.stride, regions: total.withLock { $0 },
-            rereadAt: Self.rounded(at), rereadSeconds: Self.rounded(monotonicSeconds() - began - at), ranges: timings)
+            rereadAt: milliseconds(at), rereadSeconds: milliseconds(monotonicSeconds() - began - at), ranges: timings)
     }
 
     /// Pages re-read at most per read: 256 KiB, each re-reading thread's buffer.
@@ -289,8 +289,9 @@ final class ConsistencyWatch: MemoryReader {
         return runs
     }
 
-    /// Milliseconds are enough, and keep the manifest readable.
-    private static func rounded(_ seconds: Double) -> Double {
-        (seconds * 1000).rounded() / 1000
-    }
+}
+
+/// Seconds to the millisecond: enough for the manifest's times, and readable.
+func milliseconds(_ seconds: Double) -> Double {
+    (seconds * 1000).rounded() / 1000
 }

@@ -137,7 +137,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         let unopenable = report?.pipeline.volatilityUnreadable ?? []
         volatilityUnreadable = unopenable.isEmpty ? nil : unopenable.map(AddressRange.init)
         timings = report?.pipeline.timings
-        readingSeconds = report.map { ($0.readingSeconds * 1000).rounded() / 1000 }
+        readingSeconds = report.map { milliseconds($0.readingSeconds) }
         peakResidentBytes = Self.peakResidentBytes()
         consistency = report?.consistency
         size = report?.pipeline.statistics.bytesWritten

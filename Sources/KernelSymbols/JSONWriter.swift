@@ -25,7 +25,8 @@ struct JSONWriter {
         bytes.reserveCapacity(Self.spillBytes + (4 << 10))
     }
 
-    /// The gzip file of everything written (`init(compressingInto:)` only).
+    /// The gzip file of everything written: the deflater's stream ended, or a document kept
+    /// whole compressed in one pass.
     mutating func finishCompressed() throws(GzipError) -> [UInt8] {
         guard let deflater else { return try Gzip.compress(bytes) }
         if let failure { throw failure }
