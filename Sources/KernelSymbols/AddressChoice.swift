@@ -28,7 +28,7 @@ extension KernelSymbols {
     static func chooseAddresses(
         _ sources: SymbolSources, banner: Banner, btf: BTF, notes: inout [String]
     ) throws(SymbolTableError) -> AddressSource {
-        var result = AddressSource(list: SymbolList(symbols: []), isKallsyms: false)
+        var result = AddressSource(list: SymbolList(), isKallsyms: false)
         // Why kallsyms cannot serve, when it cannot.
         var kallsymsProblem: KallsymsProblem?
         if let path = sources.kallsyms {
@@ -39,7 +39,7 @@ extension KernelSymbols {
                 if list.addressesHidden {
                     kallsymsProblem = .hidden
                 } else {
-                    result.visibleKallsyms = list.symbols.isEmpty ? nil : list
+                    result.visibleKallsyms = list.isEmpty ? nil : list
                     let missing = missingSymbols(in: list)
                     if missing.isEmpty {
                         result.list = list
@@ -138,7 +138,7 @@ extension KernelSymbols {
             // Same build: every global function sits at the same distance from _text.
             var matched = 0
             var differing: [String] = []
-            for symbol in kallsyms.symbols where symbol.module == nil && symbol.type == UInt8(ascii: "T") {
+            for symbol in kallsyms where symbol.type == UInt8(ascii: "T") {
                 guard let other = map.symbol(named: symbol.name), other.type == UInt8(ascii: "T") else { continue }
                 if symbol.address &- runningText == other.address &- mapText {
                     matched += 1
@@ -216,17 +216,21 @@ extension KernelSymbols {
         return (nil, "unknown (no VMCOREINFO or System.map, and not an x86-64 kernel)")
     }
 
-    /// Link-time addresses, as Volatility's tables hold them: kallsyms' addresses in the
-    /// kernel image (from `_text` on) less the KASLR offset; per-CPU offsets and other
-    /// absolute values as they are. System.map's are link-time already.
-    static func linkTimeAddresses(_ symbols: [KernelSymbol], fromKallsyms: Bool, offset: UInt64?, list: SymbolList)
-        -> [KernelSymbol]
-    {
-        guard fromKallsyms, let offset, offset != 0, let text = list.symbol(named: "_text")?.address else { return symbols }
-        return symbols.map { symbol in
-            var shifted = symbol
-            if symbol.address >= text { shifted.address = symbol.address &- offset }
-            return shifted
+    /// How a symbol's address becomes the link-time one Volatility's tables hold: kallsyms'
+    /// addresses in the kernel image (from `_text` on) less the KASLR offset; per-CPU offsets
+    /// and other absolute values as they are. System.map's are link-time already.
+    struct LinkTime {
+        private var text = UInt64.max
+        private var offset: UInt64 = 0
+
+        init(fromKallsyms: Bool, offset: UInt64?, list: SymbolList) {
+            guard fromKallsyms, let offset, offset != 0, let text = list.symbol(named: "_text")?.address else { return }
+            self.text = text
+            self.offset = offset
+        }
+
+        func address(_ listed: UInt64) -> UInt64 {
+            listed >= text ? listed &- offset : listed
         }
     }
 }

@@ -46,7 +46,8 @@ struct ISFWriter {
     private var enumNames: [String?]
     private var descriptors: [[UInt8]?]
     private let endian: String
-    /// First type id of each name, per kind, for looking up declared types.
+    /// First type id of each name, per kind, for looking up declared types: only the kinds
+    /// `resolve` looks up (not the tens of thousands of functions).
     private var firstByName: [BTFKind: [String: UInt32]] = [:]
 
     init(btf: BTF) throws(BTFError) {
@@ -91,7 +92,9 @@ struct ISFWriter {
                 default:
                     break
                 }
-                if !type.name.isEmpty && firstByName[type.kind]?[type.name] == nil {
+                if !type.name.isEmpty && [.int, .float, .structure, .union, .typedef].contains(type.kind)
+                    && firstByName[type.kind]?[type.name] == nil
+                {
                     firstByName[type.kind, default: [:]][type.name] = id
                 }
             }
@@ -244,10 +247,11 @@ struct ISFWriter {
         var symbols = 0
     }
 
-    /// The whole ISF document, into `json`.
-    mutating func write(
-        into json: inout JSONWriter, symbols: [ISFSymbol], producerVersion: String, sources: [ISFSource]
-    ) throws(BTFError) -> Counts {
+    /// The ISF document up to its symbols, into `json`; `writeSymbol` and `writeEnd` finish it,
+    /// so that the symbols (hundreds of thousands) are written as they are read, never gathered.
+    mutating func writeStart(into json: inout JSONWriter, producerVersion: String, sources: [ISFSource]) throws(BTFError)
+        -> Counts
+    {
         var counts = Counts()
         json.raw(#"{"metadata":{"format":"6.2.0","producer":{"name":"avml","version":"#)
         json.string(producerVersion)
@@ -267,24 +271,29 @@ struct ISFWriter {
         json.byte(0x2c)
         counts.enums = writeEnums(&json)
         json.raw(#","symbols":{"#)
-        for (index, symbol) in symbols.enumerated() {
-            if index > 0 { json.byte(0x2c) }
-            json.key(symbol.name)
-            json.raw(#"{"address":"#)
-            json.number(symbol.address)
-            if let type = symbol.type {
-                json.raw(#","type":"#)
-                json.raw(type)
-            }
-            if let data = symbol.constantData {
-                json.raw(#","constant_data":"#)
-                json.string(Data(data).base64EncodedString())
-            }
-            json.raw("}")
-        }
-        counts.symbols = symbols.count
-        json.raw("}}\n")
         return counts
+    }
+
+    /// One symbol; `first` for the first one written.
+    static func writeSymbol(_ symbol: ISFSymbol, first: Bool, into json: inout JSONWriter) {
+        if !first { json.byte(0x2c) }
+        json.key(symbol.name)
+        json.raw(#"{"address":"#)
+        json.number(symbol.address)
+        if let type = symbol.type {
+            json.raw(#","type":"#)
+            json.raw(type)
+        }
+        if let data = symbol.constantData {
+            json.raw(#","constant_data":"#)
+            json.string(Data(data).base64EncodedString())
+        }
+        json.raw("}")
+    }
+
+    /// Closes the symbols and the document.
+    static func writeEnd(into json: inout JSONWriter) {
+        json.raw("}}\n")
     }
 
     private func writeBaseType(_ json: inout JSONWriter, _ name: String, size: UInt32, signed: Bool, kind: StaticString) {
@@ -469,7 +478,8 @@ extension BTF {
         var writer = try ISFWriter(btf: self)
         _ = try writer.btfSymbolTypes()
         var json = JSONWriter(capacity: 48 << 20)
-        _ = try writer.write(into: &json, symbols: [], producerVersion: "0.0.0", sources: [])
+        _ = try writer.writeStart(into: &json, producerVersion: "0.0.0", sources: [])
+        ISFWriter.writeEnd(into: &json)
         return json.bytes
     }
 }

@@ -12,6 +12,7 @@
 // the wrong file or a damaged one, and a table built from part of it could give
 // Volatility wrong addresses without anyone noticing.
 
+import Glibc
 import ImageFormats
 
 /// One symbol of kallsyms or System.map.
@@ -20,14 +21,11 @@ public struct KernelSymbol: Sendable, Equatable {
     /// nm's type letter (T text, D data, B bss, R read-only, A absolute...; lower case: local).
     public var type: UInt8
     public var name: String
-    /// The module in brackets after the name; nil for the kernel itself.
-    public var module: String?
 
-    public init(address: UInt64, type: UInt8, name: String, module: String? = nil) {
+    public init(address: UInt64, type: UInt8, name: String) {
         self.address = address
         self.type = type
         self.name = name
-        self.module = module
     }
 }
 
@@ -43,14 +41,32 @@ public struct SymbolFileError: Error, Sendable, Equatable, CustomStringConvertib
     }
 }
 
-/// The symbols of one kallsyms or System.map file.
-public struct SymbolList: Sendable {
-    public let symbols: [KernelSymbol]
-    /// The kernel's own symbols (no module), by name: the first global one, else the first one.
-    private let byName: [String: Int]
+/// The kernel's own symbols of one kallsyms or System.map file, in file order. A module's
+/// lines are checked and counted, not kept: the table describes the kernel.
+///
+/// Held column by column with every name in one buffer, because a kernel has 100,000 to
+/// 250,000 symbols and a `String` and an array element for each cost several times the
+/// names themselves, in memory the examined host gives up (on 6.12: 38 MiB that way,
+/// 7 MiB this way). Names that are not UTF-8 are stored repaired (U+FFFD), so that their
+/// byte order is the order of the strings the table is sorted by.
+public struct SymbolList: Sendable, RandomAccessCollection {
+    private var addresses: [UInt64] = []
+    private var types: [UInt8] = []
+    /// Where each name ends in `names`; it starts where the one before it ends.
+    private var nameEnds: [UInt32] = []
+    private var names: [UInt8] = []
+    /// One index per name, in name (byte) order: the first global symbol of that name, else the first.
+    private(set) var byName: [UInt32] = []
+    /// Lines that named a module.
+    public private(set) var moduleSymbolCount = 0
+    /// Whether any line, a module's included, showed an address other than zero.
+    private var anyAddressShown = false
 
     /// The longest symbol name the kernel allows (KSYM_NAME_LEN).
     static let maximumNameLength = 512
+
+    /// No symbols.
+    public init() {}
 
     /// Parses every line.
     ///
@@ -60,27 +76,72 @@ public struct SymbolList: Sendable {
     /// - Throws: `SymbolFileError` with the line number of the first line that is not
     ///   `ADDRESS TYPE NAME [MODULE]`. Empty lines are allowed.
     public init(parsing bytes: [UInt8], path: String) throws(SymbolFileError) {
-        var symbols: [KernelSymbol] = []
-        symbols.reserveCapacity(bytes.count / 40)
         var lineNumber = 0
-        _ = try Self.parseLines(bytes[...], path: path, lineNumber: &lineNumber, into: &symbols, final: true)
-        self.init(symbols: symbols)
+        _ = try parseLines(bytes[...], path: path, lineNumber: &lineNumber, final: true)
+        indexNames()
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { addresses.count }
+
+    public subscript(index: Int) -> KernelSymbol {
+        KernelSymbol(address: addresses[index], type: types[index], name: name(at: index))
+    }
+
+    func address(at index: Int) -> UInt64 { addresses[index] }
+
+    func name(at index: Int) -> String {
+        let start = index == 0 ? 0 : Int(nameEnds[index - 1])
+        return String(decoding: names[start..<Int(nameEnds[index])], as: UTF8.self)
+    }
+
+    /// The kernel's symbol of that name: the first global one, else the first.
+    public func symbol(named name: String) -> KernelSymbol? {
+        let key = Array(name.utf8)
+        return key.withUnsafeBufferPointer { key in
+            withNames { names in
+                var low = 0
+                var high = byName.count
+                while low < high {
+                    let middle = (low + high) / 2
+                    if names.compare(Int(byName[middle]), key) < 0 { low = middle + 1 } else { high = middle }
+                }
+                guard low < byName.count, names.compare(Int(byName[low]), key) == 0 else { return nil }
+                return self[Int(byName[low])]
+            }
+        }
+    }
+
+    /// Whether the kernel's own symbols include data (nm's D, B, R, G, S, either case): without
+    /// CONFIG_KALLSYMS_ALL, kallsyms lists functions only (modules list their data regardless).
+    var hasKernelDataSymbols: Bool {
+        let data = Set("DdBbRrGgSs".utf8)
+        return types.contains { data.contains($0) }
+    }
+
+    /// Whether kptr_restrict (or a reader without CAP_SYSLOG) hid every address.
+    public var addressesHidden: Bool {
+        (!addresses.isEmpty || moduleSymbolCount > 0) && !anyAddressShown
+    }
+
+    static func isGlobal(_ type: UInt8) -> Bool {
+        type >= UInt8(ascii: "A") && type <= UInt8(ascii: "Z")
     }
 
     /// Parses the complete lines of `bytes` (all of them when `final`, else those before
-    /// the last newline), so that a file can be parsed as it is read.
+    /// the last newline), so that a file can be parsed as it is read. Call `indexNames`
+    /// once the last lines are in.
     ///
     /// - Parameters:
     ///   - bytes: the text read so far and not yet parsed.
     ///   - path: named in errors.
     ///   - lineNumber: the lines before `bytes`; advanced past those parsed.
-    ///   - symbols: where the parsed symbols go.
     ///   - final: whether `bytes` ends the file.
     /// - Returns: the bytes used; the rest is the start of a line the next bytes finish.
     /// - Throws: `SymbolFileError` naming the first line that is not `ADDRESS TYPE NAME [MODULE]`.
-    static func parseLines(
-        _ bytes: ArraySlice<UInt8>, path: String, lineNumber: inout Int, into symbols: inout [KernelSymbol], final: Bool
-    ) throws(SymbolFileError) -> Int {
+    mutating func parseLines(_ bytes: ArraySlice<UInt8>, path: String, lineNumber: inout Int, final: Bool)
+        throws(SymbolFileError) -> Int
+    {
         var start = bytes.startIndex
         while start < bytes.endIndex {
             var end = start
@@ -88,67 +149,84 @@ public struct SymbolList: Sendable {
             if end == bytes.endIndex && !final { break }
             lineNumber += 1
             if end > start {
-                symbols.append(try Self.parseLine(bytes[start..<end], path: path, line: lineNumber))
+                try parseLine(bytes[start..<end], path: path, line: lineNumber)
             }
             start = end + 1
         }
-        return min(start, bytes.endIndex) - bytes.startIndex
+        return Swift.min(start, bytes.endIndex) - bytes.startIndex
     }
 
-    /// A list of symbols already parsed.
-    public init(symbols: [KernelSymbol]) {
-        var byName: [String: Int] = [:]
-        byName.reserveCapacity(symbols.count)
-        for (index, symbol) in symbols.enumerated() where symbol.module == nil {
-            if let existing = byName[symbol.name] {
-                // A global symbol wins over a static one of the same name.
-                if Self.isGlobal(symbols[existing].type) || !Self.isGlobal(symbol.type) { continue }
+    /// Sorts the names into `byName`, keeping one symbol per name.
+    mutating func indexNames() {
+        var order = Array(0..<UInt32(addresses.count))
+        let types = self.types
+        withNames { names in
+            order.sort { left, right in
+                let byBytes = names.compare(Int(left), Int(right))
+                if byBytes != 0 { return byBytes < 0 }
+                let (leftGlobal, rightGlobal) = (Self.isGlobal(types[Int(left)]), Self.isGlobal(types[Int(right)]))
+                if leftGlobal != rightGlobal { return leftGlobal }
+                return left < right
             }
-            byName[symbol.name] = index
+            var kept = 0
+            for index in order.indices where kept == 0 || names.compare(Int(order[index]), Int(order[kept - 1])) != 0 {
+                order[kept] = order[index]
+                kept += 1
+            }
+            order.removeLast(order.count - kept)
         }
-        self.symbols = symbols
-        self.byName = byName
+        byName = order
     }
 
-    /// The kernel's symbol of that name (not a module's).
-    public func symbol(named name: String) -> KernelSymbol? {
-        byName[name].map { symbols[$0] }
+    /// The names as raw memory, for comparing without a String each.
+    private func withNames<Result>(_ body: (Names) -> Result) -> Result {
+        names.withUnsafeBufferPointer { bytes in
+            nameEnds.withUnsafeBufferPointer { ends in body(Names(bytes: bytes, ends: ends)) }
+        }
     }
 
-    /// The kernel's symbols, one per name (see `symbol(named:)`), in file order.
-    public var kernelSymbols: [KernelSymbol] {
-        byName.values.sorted().map { symbols[$0] }
+    private struct Names {
+        let bytes: UnsafeBufferPointer<UInt8>
+        let ends: UnsafeBufferPointer<UInt32>
+
+        func name(_ index: Int) -> UnsafeBufferPointer<UInt8> {
+            let start = index == 0 ? 0 : Int(ends[index - 1])
+            return UnsafeBufferPointer(rebasing: bytes[start..<Int(ends[index])])
+        }
+
+        func compare(_ left: Int, _ right: Int) -> Int { compare(left, name(right)) }
+
+        /// Negative, zero or positive as symbol `left`'s name sorts before, with or after `right`, byte by byte.
+        func compare(_ left: Int, _ right: UnsafeBufferPointer<UInt8>) -> Int {
+            let name = name(left)
+            let common = Swift.min(name.count, right.count)
+            if common > 0, let a = name.baseAddress, let b = right.baseAddress {
+                let result = memcmp(a, b, common)
+                if result != 0 { return Int(result) }
+            }
+            return name.count - right.count
+        }
     }
 
-    /// Whether the kernel's own symbols include data (nm's D, B, R, G, S, either case): without
-    /// CONFIG_KALLSYMS_ALL, kallsyms lists functions only (modules list their data regardless).
-    var hasKernelDataSymbols: Bool {
-        let data = Set("DdBbRrGgSs".utf8)
-        return symbols.contains { $0.module == nil && data.contains($0.type) }
-    }
-
-    /// Whether kptr_restrict (or a reader without CAP_SYSLOG) hid every address.
-    public var addressesHidden: Bool {
-        !symbols.isEmpty && symbols.allSatisfy { $0.address == 0 }
-    }
-
-    static func isGlobal(_ type: UInt8) -> Bool {
-        type >= UInt8(ascii: "A") && type <= UInt8(ascii: "Z")
-    }
-
-    private static func parseLine(_ line: ArraySlice<UInt8>, path: String, line number: Int) throws(SymbolFileError)
-        -> KernelSymbol
-    {
+    private mutating func parseLine(_ line: ArraySlice<UInt8>, path: String, line number: Int) throws(SymbolFileError) {
         func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
-        var fields: [ArraySlice<UInt8>] = []
+        // Up to five fields (a fifth only to report it), without an array per line.
+        var fields: (Range<Int>, Range<Int>, Range<Int>, Range<Int>) = (0..<0, 0..<0, 0..<0, 0..<0)
+        var fieldCount = 0
         var index = line.startIndex
-        while index < line.endIndex {
+        while index < line.endIndex && fieldCount <= 4 {
             while index < line.endIndex && isBlank(line[index]) { index += 1 }
             guard index < line.endIndex else { break }
             let fieldStart = index
             while index < line.endIndex && !isBlank(line[index]) { index += 1 }
-            fields.append(line[fieldStart..<index])
-            guard fields.count <= 4 else { break }
+            switch fieldCount {
+            case 0: fields.0 = fieldStart..<index
+            case 1: fields.1 = fieldStart..<index
+            case 2: fields.2 = fieldStart..<index
+            case 3: fields.3 = fieldStart..<index
+            default: break
+            }
+            fieldCount += 1
         }
         func bad(_ detail: String) -> SymbolFileError {
             let text = String(decoding: line.prefix(120), as: UTF8.self)
@@ -156,28 +234,38 @@ public struct SymbolList: Sendable {
                 path: path, line: number,
                 detail: "\(detail); expected 'ADDRESS TYPE NAME [MODULE]', found '\(escapedForLog(text))'")
         }
-        guard fields.count == 3 || fields.count == 4 else { throw bad("\(fields.count) fields") }
-        let addressField = fields[0]
+        guard fieldCount == 3 || fieldCount == 4 else { throw bad("\(fieldCount) fields") }
+        let addressField = line[fields.0]
         guard addressField.count <= 16, let address = Self.hexValue(addressField) else {
             throw bad("the address is not 1 to 16 hex digits")
         }
-        let typeField = fields[1]
+        let typeField = line[fields.1]
         guard typeField.count == 1, let type = typeField.first,
             (type >= UInt8(ascii: "a") && type <= UInt8(ascii: "z")) || (type >= UInt8(ascii: "A") && type <= UInt8(ascii: "Z"))
         else {
             throw bad("the type is not one letter")
         }
-        let nameField = fields[2]
-        guard nameField.count <= maximumNameLength else { throw bad("the name is longer than \(maximumNameLength) bytes") }
-        var module: String?
-        if fields.count == 4 {
-            let field = fields[3]
+        let nameField = line[fields.2]
+        guard nameField.count <= Self.maximumNameLength else {
+            throw bad("the name is longer than \(Self.maximumNameLength) bytes")
+        }
+        if address != 0 { anyAddressShown = true }
+        if fieldCount == 4 {
+            let field = line[fields.3]
             guard field.count > 2, field.first == UInt8(ascii: "["), field.last == UInt8(ascii: "]") else {
                 throw bad("the fourth field is not a [module]")
             }
-            module = String(decoding: field.dropFirst().dropLast(), as: UTF8.self)
+            moduleSymbolCount += 1
+            return
         }
-        return KernelSymbol(address: address, type: type, name: String(decoding: nameField, as: UTF8.self), module: module)
+        addresses.append(address)
+        types.append(type)
+        if nameField.allSatisfy({ $0 < 0x80 }) {
+            names.append(contentsOf: nameField)
+        } else {
+            names.append(contentsOf: String(decoding: nameField, as: UTF8.self).utf8)
+        }
+        nameEnds.append(UInt32(names.count))
     }
 
     private static func hexValue(_ digits: ArraySlice<UInt8>) -> UInt64? {

@@ -42,7 +42,7 @@ extension KernelSymbols {
         }
         defer { try? descriptor.close() }
         var hash = SHA256()
-        var symbols: [KernelSymbol] = []
+        var list = SymbolList()
         var chunk = [UInt8](repeating: 0, count: 256 << 10)
         var pending: [UInt8] = []
         var lineNumber = 0
@@ -59,15 +59,15 @@ extension KernelSymbols {
             chunk.withUnsafeBytes { hash.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
             pending += chunk[..<count]
             do {
-                let used = try SymbolList.parseLines(
-                    pending[...], path: path, lineNumber: &lineNumber, into: &symbols, final: count == 0)
+                let used = try list.parseLines(pending[...], path: path, lineNumber: &lineNumber, final: count == 0)
                 pending.removeSubrange(..<used)
             } catch {
                 throw SymbolTableError(.badSymbolFile(error))
             }
             if count == 0 { break }
         }
-        return (SymbolList(symbols: symbols), hash.finalize().description)
+        list.indexNames()
+        return (list, hash.finalize().description)
     }
 }
 

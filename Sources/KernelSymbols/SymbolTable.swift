@@ -183,22 +183,7 @@ public enum KernelSymbols {
     public static func make(from sources: SymbolSources, producerVersion: String) throws(SymbolTableError) -> SymbolTable {
         let bannerBytes = try readFile(sources.banner, limit: maximumBannerBytes)
         let banner = try Banner(bannerBytes, path: sources.banner)
-        let btfBytes: [UInt8]
-        do {
-            btfBytes = try readFile(sources.btf, limit: maximumBTFBytes)
-        } catch let error {
-            // Only the kernel's own file missing means the kernel has no BTF; a copy missing is just that.
-            if case .unreadable(_, .noSuchFileOrDirectory) = error.reason, sources.btf.hasPrefix("/sys/kernel/btf/") {
-                throw SymbolTableError(.noBTF(path: sources.btf))
-            }
-            throw error
-        }
-        let btf: BTF
-        do {
-            btf = try BTF(bytes: btfBytes)
-        } catch {
-            throw SymbolTableError(.badBTF(path: sources.btf, error))
-        }
+        let (btf, btfSHA256) = try readBTF(sources.btf)
         var notes: [String] = []
         let addresses = try chooseAddresses(sources, banner: banner, btf: btf, notes: &notes)
         let offset = kaslrOffset(sources, addresses: addresses, banner: banner, notes: &notes)
@@ -213,17 +198,16 @@ public enum KernelSymbols {
         }
         guard missingTypes.isEmpty else { throw SymbolTableError(.missingTypes(names: missingTypes, btf: sources.btf)) }
 
-        let symbols = addresses.list.kernelSymbols
-        let linkTime = linkTimeAddresses(symbols, fromKallsyms: addresses.isKallsyms, offset: offset.value, list: addresses.list)
-        let sorted = linkTime.map(\.address).sorted()
+        let list = addresses.list
+        let linkTime = LinkTime(fromKallsyms: addresses.isKallsyms, offset: offset.value, list: list)
+        /// The lowest link-time address above `address`, for arrays that run up to the next symbol.
         func next(after address: UInt64) -> UInt64? {
-            var low = 0
-            var high = sorted.count
-            while low < high {
-                let middle = (low + high) / 2
-                if sorted[middle] <= address { low = middle + 1 } else { high = middle }
+            var nearest: UInt64?
+            for index in list.indices {
+                let other = linkTime.address(list.address(at: index))
+                if other > address && other < nearest ?? .max { nearest = other }
             }
-            return low < sorted.count ? sorted[low] : nil
+            return nearest
         }
         var types: [String: [UInt8]]
         do {
@@ -231,10 +215,10 @@ public enum KernelSymbols {
         } catch {
             throw SymbolTableError(.badBTF(path: sources.btf, error))
         }
-        let addressByName = Dictionary(linkTime.map { ($0.name, $0.address) }, uniquingKeysWith: { first, _ in first })
         var unresolved: [String] = []
         for entry in volatilityTypedSymbols {
-            guard let address = addressByName[entry.name] else { continue }
+            guard let symbol = list.symbol(named: entry.name) else { continue }
+            let address = linkTime.address(symbol.address)
             if let resolved = writer.resolve(
                 entry.type, address: address, nextAddress: next(after: address), kernel: banner.version)
             {
@@ -248,12 +232,6 @@ public enum KernelSymbols {
                 "no type in this kernel's BTF for \(unresolved.joined(separator: ", ")): Volatility code reading them with their type fails"
             )
         }
-        var isfSymbols = linkTime.map { symbol in
-            ISFSymbol(
-                name: symbol.name, address: symbol.address, type: types[symbol.name],
-                constantData: symbol.name == "linux_banner" ? banner.constantData : nil)
-        }
-        isfSymbols.sort { $0.name < $1.name }
         var origins: [ISFSource] = []
         if addresses.isKallsyms, let path = addresses.kallsymsPath, let sha = addresses.kallsymsSHA256 {
             origins.append(ISFSource(name: path, sha256: sha))
@@ -261,7 +239,8 @@ public enum KernelSymbols {
         if !addresses.isKallsyms, let path = addresses.systemMapPath, let sha = addresses.systemMapSHA256 {
             origins.append(ISFSource(name: path, sha256: sha))
         }
-        // Compressed as it is written: the JSON (tens of MB) is never whole in memory.
+        // Compressed as it is written: the JSON (tens of MB) is never whole in memory, and
+        // the symbols go from the list straight into it, one per name, in name order.
         let deflater: Gzip.Deflater
         do {
             deflater = try Gzip.Deflater()
@@ -269,12 +248,25 @@ public enum KernelSymbols {
             throw SymbolTableError(.compression(error))
         }
         var json = JSONWriter(compressingInto: deflater)
-        let counts: ISFWriter.Counts
+        var counts: ISFWriter.Counts
         do {
-            counts = try writer.write(into: &json, symbols: isfSymbols, producerVersion: producerVersion, sources: origins)
+            counts = try writer.writeStart(into: &json, producerVersion: producerVersion, sources: origins)
         } catch {
             throw SymbolTableError(.badBTF(path: sources.btf, error))
         }
+        var typedSymbolCount = 0
+        for (position, index) in list.byName.enumerated() {
+            let name = list.name(at: Int(index))
+            let type = types[name]
+            if type != nil { typedSymbolCount += 1 }
+            ISFWriter.writeSymbol(
+                ISFSymbol(
+                    name: name, address: linkTime.address(list.address(at: Int(index))), type: type,
+                    constantData: name == "linux_banner" ? banner.constantData : nil),
+                first: position == 0, into: &json)
+        }
+        ISFWriter.writeEnd(into: &json)
+        counts.symbols = list.byName.count
         let compressed: [UInt8]
         do {
             compressed = try json.finishCompressed()
@@ -283,10 +275,30 @@ public enum KernelSymbols {
         }
         return SymbolTable(
             compressed: compressed, sha256: sha256Hex(compressed), banner: banner.text, kaslrOffset: offset.value,
-            kaslrOffsetSource: offset.source, btfPath: sources.btf, btfSHA256: sha256Hex(btfBytes),
+            kaslrOffsetSource: offset.source, btfPath: sources.btf, btfSHA256: btfSHA256,
             kallsymsPath: addresses.kallsymsPath, kallsymsSHA256: addresses.kallsymsSHA256,
             systemMapPath: addresses.systemMapPath, systemMapSHA256: addresses.systemMapSHA256,
             typeCount: counts.baseTypes + counts.userTypes + counts.enums, symbolCount: counts.symbols,
-            typedSymbolCount: isfSymbols.count { $0.type != nil }, notes: notes)
+            typedSymbolCount: typedSymbolCount, notes: notes)
+    }
+
+    /// The BTF at `path`, parsed, and the file's SHA-256. The file's bytes are let go here:
+    /// what follows needs only the parsed types, and every megabyte held is host memory overwritten.
+    static func readBTF(_ path: String) throws(SymbolTableError) -> (BTF, sha256: String) {
+        let bytes: [UInt8]
+        do {
+            bytes = try readFile(path, limit: maximumBTFBytes)
+        } catch let error {
+            // Only the kernel's own file missing means the kernel has no BTF; a copy missing is just that.
+            if case .unreadable(_, .noSuchFileOrDirectory) = error.reason, path.hasPrefix("/sys/kernel/btf/") {
+                throw SymbolTableError(.noBTF(path: path))
+            }
+            throw error
+        }
+        do {
+            return (try BTF(bytes: bytes), sha256Hex(bytes))
+        } catch {
+            throw SymbolTableError(.badBTF(path: path, error))
+        }
     }
 }

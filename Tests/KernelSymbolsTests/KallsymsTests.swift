@@ -18,8 +18,10 @@ struct SymbolFileTests {
         let directory = try TemporaryDirectory()
         let path = directory.write("kallsyms", bytes)
         let (list, sha256) = try KernelSymbols.readSymbolFile(path, limit: 64 << 20)
-        #expect(list.symbols == (try SymbolList(parsing: bytes, path: path)).symbols)
-        #expect(list.symbols.count == 40_000)
+        let whole = try SymbolList(parsing: bytes, path: path)
+        #expect(Array(list) == Array(whole) && list.byName == whole.byName)
+        // Every seventh line names a module: counted, not kept.
+        #expect(list.count == 40_000 - 5_715 && list.moduleSymbolCount == 5_715)
         #expect(sha256 == sha256Hex(bytes))
         #expect(throws: SymbolTableError.self) { try KernelSymbols.readSymbolFile(path, limit: bytes.count - 1) }
 
@@ -35,15 +37,16 @@ struct SymbolFileTests {
 
     @Test func parsesKallsymsLinesWithModules() throws {
         let list = try SymbolList(parsing: fixtureBytes("kallsyms"), path: "kallsyms")
-        #expect(list.symbols.count == 19)
-        #expect(list.symbols[3] == KernelSymbol(address: 0xffff_ffff_9e00_0000, type: UInt8(ascii: "T"), name: "_text"))
-        #expect(list.symbols[17].module == "e1000" && list.symbols[17].name == "e1000_probe")
+        #expect(list.count == 17 && list.moduleSymbolCount == 2)
+        #expect(list[3] == KernelSymbol(address: 0xffff_ffff_9e00_0000, type: UInt8(ascii: "T"), name: "_text"))
         // The kernel's own symbol wins over a module's of the same name, a global one over statics.
         #expect(list.symbol(named: "init_task")?.address == 0xffff_ffff_9f00_0000)
         #expect(list.symbol(named: "helper")?.address == 0xffff_ffff_9e00_4000)
         #expect(list.symbol(named: "e1000_probe") == nil)
         #expect(!list.addressesHidden)
-        #expect(Set(list.kernelSymbols.map(\.name)).count == list.kernelSymbols.count)
+        // One symbol per name, in name order.
+        let names = list.byName.map { list.name(at: Int($0)) }
+        #expect(names == names.sorted() && Set(names).count == names.count && names.count == 15)
     }
 
     @Test func seesAddressesHiddenByKptrRestrict() throws {
@@ -53,7 +56,18 @@ struct SymbolFileTests {
 
     @Test func toleratesEmptyLinesAndShortAddresses() throws {
         let list = try SymbolList(parsing: Array("\nc0100000 T _text\n\n1 a x\n".utf8), path: "map")
-        #expect(list.symbols.map(\.address) == [0xc010_0000, 1])
+        #expect(list.map(\.address) == [0xc010_0000, 1])
+    }
+
+    /// A name that is not UTF-8 is kept repaired, so that byte order and string order agree.
+    @Test func namesThatAreNotUTF8AreRepairedAndFound() throws {
+        let bytes =
+            Array("ffffffff81000000 T zeta\nffffffff81000010 T ".utf8) + [0x61, 0xff, 0x62]
+            + Array("\nffffffff81000020 T alpha\n".utf8)
+        let list = try SymbolList(parsing: bytes, path: "k")
+        #expect(list[1].name == "a\u{FFFD}b")
+        #expect(list.symbol(named: "a\u{FFFD}b")?.address == 0xffff_ffff_8100_0010)
+        #expect(list.byName.map { list.name(at: Int($0)) } == ["alpha", "a\u{FFFD}b", "zeta"].sorted())
     }
 
     @Test(arguments: [
