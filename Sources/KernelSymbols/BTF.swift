@@ -16,6 +16,8 @@
 //       ENUM        vlen x { u32 name_off, s32 value }        kind_flag: signed
 //       ENUM64      vlen x { u32 name_off, u32 low, u32 high } kind_flag: signed
 //       FUNC_PROTO  vlen x { u32 name_off, u32 type }          (the return type is size_or_type)
+//                   (the parameters are checked, not kept: a symbol table never describes them,
+//                   and a kernel has about 70,000)
 //       VAR         u32 linkage
 //       DATASEC     vlen x { u32 type, u32 offset, u32 size }
 //       DECL_TAG    s32 component index (-1: the declaration itself)
@@ -102,12 +104,6 @@ public struct BTFEnumerator: Sendable, Equatable {
     public var value: UInt64
 }
 
-/// A parameter of a FUNC_PROTO.
-public struct BTFParameter: Sendable, Equatable {
-    public var name: String
-    public var type: UInt32
-}
-
 /// A variable placed in a DATASEC.
 public struct BTFSectionVariable: Sendable, Equatable {
     public var type: UInt32
@@ -123,7 +119,6 @@ public struct BTFType: Sendable {
         case array(element: UInt32, index: UInt32, count: UInt32)
         case members([BTFMember])
         case enumerators([BTFEnumerator])
-        case parameters([BTFParameter])
         case variable(linkage: UInt32)
         case sectionVariables([BTFSectionVariable])
         case declTag(componentIndex: Int32)
@@ -304,10 +299,6 @@ public struct BTF: Sendable {
                 for (position, member) in members.enumerated() {
                     try check(member.type, of: id, "member \(position) ('\(member.name)')")
                 }
-            case .parameters(let parameters):
-                for (position, parameter) in parameters.enumerated() {
-                    try check(parameter.type, of: id, "parameter \(position)")
-                }
             case .sectionVariables(let variables):
                 for (position, variable) in variables.enumerated() {
                     try check(variable.type, of: id, "section variable \(position)")
@@ -443,57 +434,83 @@ private struct Reader {
         return String(decoding: bytes[start..<end], as: UTF8.self)
     }
 
+    /// The size of the record at `offset`, checked against the section's end.
+    private func record(at offset: Int, id: UInt32) throws(BTFError) -> (kind: BTFKind, info: UInt32, extra: Int) {
+        guard id <= BTF.maximumTypeID else {
+            throw BTFError(.types, typeID: id, offset: offset, "more types than the kernel's limit of \(BTF.maximumTypeID)")
+        }
+        guard typeEnd - offset >= BTF.recordSize else {
+            throw BTFError(
+                .types, typeID: id, offset: offset, "truncated record: \(typeEnd - offset) bytes left, a record needs 12")
+        }
+        let info = u32(offset + 4)
+        let rawKind = UInt8((info >> 24) & 0x1f)
+        guard let kind = BTFKind(rawValue: rawKind) else {
+            // Each kind sizes its record differently, so a kind added after ENUM64 cannot be skipped.
+            throw BTFError(
+                .types, typeID: id, offset: offset + 4, unknownKind: rawKind,
+                "unknown kind \(rawKind) (known: 1 to \(BTFKind.enum64.rawValue), INT to ENUM64); a record's size "
+                    + "depends on its kind, so no type after it can be read")
+        }
+        let count = Int(info & 0xffff)
+        let extra: Int
+        switch kind {
+        case .int, .variable, .declTag: extra = 4
+        case .array: extra = 12
+        case .structure, .union, .enum64, .dataSection: extra = 12 * count
+        case .enumeration, .functionPrototype: extra = 8 * count
+        default: extra = 0
+        }
+        let body = offset + BTF.recordSize
+        guard typeEnd - body >= extra else {
+            let what = extra == 4 || kind == .array ? "its \(extra)-byte \(kind) data" : "\(count) entries (\(extra) bytes)"
+            throw BTFError(
+                .types, typeID: id, offset: offset,
+                "\(kind) record declares \(what), but only \(typeEnd - body) bytes remain in the type section")
+        }
+        return (kind, info, extra)
+    }
+
     mutating func readTypes() throws(BTFError) -> [BTFType] {
-        var types = [BTFType(kind: .int, name: "void", kindFlag: false, vlen: 0, sizeOrType: 0, detail: .none)]
-        // A record is at least 12 bytes: a good guess at the count without trusting any field.
-        types.reserveCapacity((typeEnd - typeStart) / 16 + 1)
+        // The records are counted first, so that the array is made once at its size, and
+        // parameters can be checked against the last type id as they are read.
+        var total = 1
         var offset = typeStart
         while offset < typeEnd {
+            offset += BTF.recordSize + (try record(at: offset, id: UInt32(total))).extra
+            total += 1
+        }
+        var types = [BTFType(kind: .int, name: "void", kindFlag: false, vlen: 0, sizeOrType: 0, detail: .none)]
+        types.reserveCapacity(total)
+        offset = typeStart
+        while offset < typeEnd {
             let id = UInt32(types.count)
-            guard id <= BTF.maximumTypeID else {
-                throw BTFError(.types, typeID: id, offset: offset, "more types than the kernel's limit of \(BTF.maximumTypeID)")
-            }
-            guard typeEnd - offset >= BTF.recordSize else {
-                throw BTFError(
-                    .types, typeID: id, offset: offset, "truncated record: \(typeEnd - offset) bytes left, a record needs 12")
-            }
-            let info = u32(offset + 4)
-            let rawKind = UInt8((info >> 24) & 0x1f)
-            guard let kind = BTFKind(rawValue: rawKind) else {
-                // Each kind sizes its record differently, so a kind added after ENUM64 cannot be skipped.
-                throw BTFError(
-                    .types, typeID: id, offset: offset + 4, unknownKind: rawKind,
-                    "unknown kind \(rawKind) (known: 1 to \(BTFKind.enum64.rawValue), INT to ENUM64); a record's size "
-                        + "depends on its kind, so no type after it can be read")
-            }
+            let (kind, info, extra) = try record(at: offset, id: id)
             let vlen = UInt16(info & 0xffff)
-            let count = Int(vlen)
-            let extra: Int
-            switch kind {
-            case .int, .variable, .declTag: extra = 4
-            case .array: extra = 12
-            case .structure, .union, .enum64, .dataSection: extra = 12 * count
-            case .enumeration, .functionPrototype: extra = 8 * count
-            default: extra = 0
-            }
             let body = offset + BTF.recordSize
-            guard typeEnd - body >= extra else {
-                let what = extra == 4 || kind == .array ? "its \(extra)-byte \(kind) data" : "\(count) entries (\(extra) bytes)"
-                throw BTFError(
-                    .types, typeID: id, offset: offset,
-                    "\(kind) record declares \(what), but only \(typeEnd - body) bytes remain in the type section")
-            }
             let type = BTFType(
                 kind: kind, name: try name(u32(offset), typeID: id, at: offset, "the \(kind)'s"), kindFlag: info >> 31 == 1,
                 vlen: vlen, sizeOrType: u32(offset + 8),
-                detail: try detail(kind, id: id, at: body, count: count, kindFlag: info >> 31 == 1))
+                detail: try detail(kind, id: id, at: body, count: Int(vlen), kindFlag: info >> 31 == 1, types: total))
             types.append(type)
             offset = body + extra
         }
         return types
     }
 
-    private func detail(_ kind: BTFKind, id: UInt32, at body: Int, count: Int, kindFlag: Bool) throws(BTFError) -> BTFType.Detail
+    /// What follows a record's 12 bytes, decoded.
+    ///
+    /// - Parameters:
+    ///   - kind: the record's kind.
+    ///   - id: its type id, for errors.
+    ///   - body: where its data starts.
+    ///   - count: its vlen.
+    ///   - kindFlag: its kind_flag.
+    ///   - types: how many type ids there are (void included), to check parameters against.
+    /// - Returns: the members, constants, variables and such that the table needs.
+    /// - Throws: `BTFError` for a name outside the string section or a parameter type that does not exist.
+    private func detail(_ kind: BTFKind, id: UInt32, at body: Int, count: Int, kindFlag: Bool, types: Int)
+        throws(BTFError) -> BTFType.Detail
     {
         switch kind {
         case .int:
@@ -531,14 +548,18 @@ private struct Reader {
             }
             return .enumerators(values)
         case .functionPrototype:
-            var parameters: [BTFParameter] = []
-            parameters.reserveCapacity(count)
             for index in 0..<count {
                 let at = body + 8 * index
-                parameters.append(
-                    BTFParameter(name: try name(u32(at), typeID: id, at: at, "parameter \(index)'s"), type: u32(at + 4)))
+                _ = try name(u32(at), typeID: id, at: at, "parameter \(index)'s")
+                let type = u32(at + 4)
+                guard type < types else {
+                    throw BTFError(
+                        .types, typeID: id,
+                        "parameter \(index) refers to type id \(type), but there are only \(types - 1) types "
+                            + "(is this split BTF of a module, which needs the kernel's BTF as its base?)")
+                }
             }
-            return .parameters(parameters)
+            return .none
         case .variable:
             return .variable(linkage: u32(body))
         case .dataSection:

@@ -40,10 +40,11 @@ struct ISFSource {
 /// Turns checked BTF into ISF JSON.
 struct ISFWriter {
     let btf: BTF
-    /// ISF names of structs and unions (and forward declarations), by type id.
-    private var userNames: [String?]
+    /// ISF names of structs and unions (and forward declarations), by type id: a dictionary,
+    /// since they are a tenth of the types.
+    private var userNames: [UInt32: String] = [:]
     /// ISF names of enums, by type id.
-    private var enumNames: [String?]
+    private var enumNames: [UInt32: String] = [:]
     private var descriptors: [[UInt8]?]
     private let endian: String
     /// First type id of each name, per kind, for looking up declared types: only the kinds
@@ -54,8 +55,6 @@ struct ISFWriter {
         self.btf = btf
         endian = btf.byteOrder.rawValue
         let count = btf.types.count
-        userNames = Array(repeating: nil, count: count)
-        enumNames = Array(repeating: nil, count: count)
         descriptors = Array(repeating: nil, count: count)
         var userTaken: [String: UInt32] = [:]
         var enumTaken: [String: UInt32] = [:]
@@ -85,9 +84,9 @@ struct ISFWriter {
                     let base =
                         type.name.isEmpty
                         ? typedefNames[id] ?? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : type.name
-                    userNames[index] = assign(base, id, in: &userTaken)
+                    userNames[id] = assign(base, id, in: &userTaken)
                 case .enumeration, .enum64:
-                    enumNames[index] = assign(
+                    enumNames[id] = assign(
                         type.name.isEmpty ? typedefNames[id] ?? "unnamed_enum_\(id)" : type.name, id, in: &enumTaken)
                 default:
                     break
@@ -104,7 +103,7 @@ struct ISFWriter {
             guard !type.name.isEmpty else {
                 throw BTFError(.types, typeID: UInt32(index), "FWD without a name")
             }
-            userNames[index] = type.name
+            userNames[UInt32(index)] = type.name
         }
     }
 
@@ -137,11 +136,11 @@ struct ISFWriter {
             case .structure, .union, .forward:
                 let isUnion = type.kind == .union || (type.kind == .forward && type.kindFlag)
                 json.raw(isUnion ? #"{"kind":"union","name":"# : #"{"kind":"struct","name":"#)
-                json.string(userNames[Int(id)] ?? type.name)
+                json.string(userNames[id] ?? type.name)
                 json.raw("}")
             case .enumeration, .enum64:
                 json.raw(#"{"kind":"enum","name":"#)
-                json.string(enumNames[Int(id)] ?? type.name)
+                json.string(enumNames[id] ?? type.name)
                 json.raw("}")
             case .typedef, .volatile, .const, .restrict, .typeTag:
                 json.raw(try descriptor(of: type.sizeOrType))
@@ -346,7 +345,7 @@ struct ISFWriter {
             let id = UInt32(index)
             if count > 0 { json.byte(0x2c) }
             count += 1
-            json.key(userNames[index] ?? type.name)
+            json.key(userNames[UInt32(index)] ?? type.name)
             json.raw(type.kind == .union ? #"{"kind":"union","size":"# : #"{"kind":"struct","size":"#)
             json.number(UInt64(type.sizeOrType))
             json.raw(#","fields":{"#)
@@ -447,7 +446,7 @@ struct ISFWriter {
         for (index, type) in btf.types.enumerated() where type.kind == .enumeration || type.kind == .enum64 {
             if count > 0 { json.byte(0x2c) }
             count += 1
-            json.key(enumNames[index] ?? type.name)
+            json.key(enumNames[UInt32(index)] ?? type.name)
             json.raw(#"{"size":"#)
             json.number(UInt64(type.sizeOrType))
             json.raw(#","base":"#)

@@ -54,8 +54,8 @@ struct BTFReaderTests {
         #expect(btf.types[7].enumerators == [BTFEnumerator(name: "HUGE", value: 0x1234_5678_9abc)])
         #expect(btf.types[8].kind == .forward && btf.types[8].kindFlag)
         #expect(btf.skippingQualifiers(11) == 1)
-        guard case .parameters(let parameters) = btf.types[13].detail else { throw Failure("FUNC_PROTO detail") }
-        #expect(parameters == [BTFParameter(name: "x", type: 1), BTFParameter(name: "", type: 2)])
+        // A FUNC_PROTO's parameters are checked, not kept.
+        #expect(btf.types[13].kind == .functionPrototype && btf.types[13].vlen == 2 && btf.types[13].sizeOrType == 1)
         #expect(btf.types[14].sizeOrType == 13 && btf.types[14].vlen == 1)
         guard case .variable(linkage: 1) = btf.types[15].detail else { throw Failure("VAR detail") }
         guard case .sectionVariables(let variables) = btf.types[16].detail else { throw Failure("DATASEC detail") }
@@ -193,6 +193,16 @@ struct BTFHostileInputTests {
         function.int("int", size: 4)
         function.record(.function, "f", sizeOrType: 1)
         #expect(btfError(function.bytes())?.detail.contains("not a FUNC_PROTO") == true)
+        // Parameters are not kept, so they are checked as they are read: the type id, and the name.
+        var prototype = BTFBuilder()
+        prototype.int("int", size: 4)
+        prototype.record(.functionPrototype, vlen: 2, sizeOrType: 1, extra: [prototype.name("x"), 1, 0, 99])
+        let error = try #require(btfError(prototype.bytes()))
+        #expect(error.typeID == 2 && error.detail.contains("parameter 1 refers to type id 99, but there are only 2 types"))
+        var badName = BTFBuilder()
+        badName.int("int", size: 4)
+        badName.record(.functionPrototype, vlen: 1, sizeOrType: 1, extra: [0xffff, 1])
+        #expect(btfError(badName.bytes())?.detail.contains("parameter 0's name offset 65535") == true)
     }
 
     @Test func aTypedefThatIsItself() throws {
