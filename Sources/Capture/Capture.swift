@@ -101,8 +101,9 @@ public struct CapturePlan: Sendable, Equatable {
     /// The largest the image can be: every block with its record header, and for
     /// compressed records the framing of incompressible memory.
     public func maximumImageSize(compressed: Bool) -> UInt64 {
-        ranges.reduce(0) { total, range in
-            let blocks = (UInt64(range.count) + UInt64(RecordPipeline.blockSize) - 1) / UInt64(RecordPipeline.blockSize)
+        let blockSize = UInt64(MemoryCapture.blockSize(compressed: compressed))
+        return ranges.reduce(0) { total, range in
+            let blocks = (UInt64(range.count) + blockSize - 1) / blockSize
             let perBlock = UInt64(RecordHeader.size) + (compressed ? 8 + UInt64(SnappyFraming.maxFramedLength(0)) : 0)
             let chunks = (UInt64(range.count) + UInt64(SnappyFraming.maxChunkData) - 1) / UInt64(SnappyFraming.maxChunkData)
             return total + UInt64(range.count) + blocks * perBlock + (compressed ? chunks * 8 : 0)
@@ -337,7 +338,16 @@ public struct MemoryCapture {
     }
 
     var pipeline: RecordPipeline {
-        RecordPipeline(compressed: compressed, threads: threads, memoryBudget: memoryBudget, hashing: true)
+        RecordPipeline(
+            compressed: compressed, threads: threads, memoryBudget: memoryBudget, hashing: true,
+            blockSize: Self.blockSize(compressed: compressed))
+    }
+
+    /// Where a capture's records are cut: AVML's 16 MiB for LiME, whose slots hold 1 MiB
+    /// pieces whatever the block; 1 MiB for compressed records, whose slots hold whole blocks
+    /// (see `RecordPipeline.compressedCaptureBlockSize`).
+    public static func blockSize(compressed: Bool) -> Int {
+        compressed ? RecordPipeline.compressedCaptureBlockSize : RecordPipeline.blockSize
     }
 
     /// Opens the destination and captures from the first source that works.
@@ -403,7 +413,9 @@ public struct MemoryCapture {
         let result: PipelineResult
         let started = monotonicSeconds()
         do {
-            result = try pipeline.run(MemoryBlockProducer(reader: watch, ranges: ranges), to: sink) { progress?($0, total) }
+            let pipeline = pipeline
+            let producer = MemoryBlockProducer(reader: watch, ranges: ranges, blockSize: pipeline.blockSize)
+            result = try pipeline.run(producer, to: sink) { progress?($0, total) }
         } catch {
             throw CaptureError(error)
         }

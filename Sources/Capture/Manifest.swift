@@ -65,6 +65,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var format: String
     public var ranges: Ranges
     public var zeroBlocksSkipped: Int
+    /// The blocks records were cut in from each range's start, and all-zero ones skipped:
+    /// 16 MiB as AVML cuts them, 1 MiB for compressed captures. Absent in older manifests (16 MiB).
+    public var recordBlockBytes: Int?
     /// Pages that could not be read and were written as zeros.
     public var unreadable: [AddressRange]
     /// Compressed records Volatility 3 cannot open (memory that does not compress,
@@ -102,6 +105,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         case readingSeconds = "reading_seconds"
         case volatilityUnreadable = "volatility_unreadable"
         case zeroBlocksSkipped = "zero_blocks_skipped"
+        case recordBlockBytes = "record_block_bytes"
         case startedAt = "started_at"
         case finishedAt = "finished_at"
         case exitStatus = "exit_status"
@@ -133,6 +137,7 @@ public struct Manifest: Codable, Sendable, Equatable {
             notCaptured: notCaptured.isEmpty ? nil : notCaptured.map(AddressRange.init),
             dropped: dropped.isEmpty ? nil : dropped.map(AddressRange.init))
         zeroBlocksSkipped = report?.pipeline.statistics.zeroBlocksSkipped ?? 0
+        recordBlockBytes = MemoryCapture.blockSize(compressed: capture.compressed)
         unreadable = (report?.pipeline.unreadable ?? []).map(AddressRange.init)
         let unopenable = report?.pipeline.volatilityUnreadable ?? []
         volatilityUnreadable = unopenable.isEmpty ? nil : unopenable.map(AddressRange.init)

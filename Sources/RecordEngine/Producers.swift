@@ -2,10 +2,11 @@ import ImageFormats
 import MemorySources
 
 /// Blocks of memory ranges read from a `MemoryReader`: each range cut into
-/// 16 MiB blocks from its start, as AVML cuts them. Blocks are read by
-/// address, so the pipeline's workers read them in parallel.
+/// blocks from its start, 16 MiB as AVML cuts them unless told smaller. Blocks
+/// are read by address, so the pipeline's workers read them in parallel.
 public struct MemoryBlockProducer: BlockProducer {
     public let ranges: [Range<UInt64>]
+    private let blockSize: UInt64
     private let reader: MemoryBlockReader
     private var rangeIndex = 0
     private var next: UInt64
@@ -16,7 +17,12 @@ public struct MemoryBlockProducer: BlockProducer {
     ///   - ranges: what to read, sorted.
     ///   - zeroFillUnreadable: false when a read error must fail the run
     ///     (converting a raw file: a bad disk is not bad RAM).
-    public init(reader: MemoryReader, ranges: [Range<UInt64>], zeroFillUnreadable: Bool = true) {
+    ///   - blockSize: where records are cut; the pipeline's `blockSize`.
+    public init(
+        reader: MemoryReader, ranges: [Range<UInt64>], zeroFillUnreadable: Bool = true,
+        blockSize: Int = RecordPipeline.blockSize
+    ) {
+        self.blockSize = UInt64(max(1, blockSize))
         self.reader = MemoryBlockReader(reader: reader, zeroFillUnreadable: zeroFillUnreadable)
         self.ranges = ranges.filter { !$0.isEmpty }
         next = self.ranges.first?.lowerBound ?? 0
@@ -30,7 +36,7 @@ public struct MemoryBlockProducer: BlockProducer {
             if rangeIndex < ranges.count { next = ranges[rangeIndex].lowerBound }
         }
         guard rangeIndex < ranges.count else { return nil }
-        let count = Int(min(UInt64(RecordPipeline.blockSize), ranges[rangeIndex].upperBound - next))
+        let count = Int(min(blockSize, ranges[rangeIndex].upperBound - next))
         current = ProducedBlock(start: next, count: count)
         next += UInt64(count)
         return current

@@ -39,7 +39,7 @@ public protocol ConcurrentBlockReader: Sendable {
 public struct ProducedBlock: Sendable, Equatable {
     /// Physical address of the first byte.
     public var start: UInt64
-    /// Bytes in the block, 1 to `RecordPipeline.blockSize`.
+    /// Bytes in the block, 1 to the pipeline's `blockSize`.
     public var count: Int
 
     public init(start: UInt64, count: Int) {
@@ -159,6 +159,12 @@ public struct PipelineLayout: Sendable, Equatable {
 public struct RecordPipeline: Sendable {
     /// AVML's block size: records are cut and zero-skipped per 16 MiB block.
     public static let blockSize = 16 << 20
+    /// Compressed captures cut records every 1 MiB instead. The writer holds compressed blocks
+    /// back for joining (`RecordJoiner`) in slots that each fit a whole block's stream, and
+    /// over a capture every slot fills to its size: with 16 MiB blocks the slots alone changed
+    /// about 130 MiB of a 512 MiB guest's memory, with 1 MiB blocks about 8. Records of any
+    /// length are AVML's format: Volatility 3's and AVML's readers take them.
+    public static let compressedCaptureBlockSize = 1 << 20
     /// Default for all buffers of a run: a capture must not crowd the host it examines.
     public static let defaultMemoryBudget = 256 << 20
     /// The default thread count: the CPUs this process may use, at most 8
@@ -166,12 +172,13 @@ public struct RecordPipeline: Sendable {
     public static var defaultThreads: Int { min(availableProcessors(), 8) }
     /// What workers read and hand on at a time: small enough to stay in cache.
     static let piece = 1 << 20
-    /// A compressed slot: header, the largest framed stream of a block, trailer.
-    static let compressedSlotBytes = RecordHeader.size + SnappyFraming.maxFramedLength(blockSize) + 8
     /// A LiME slot: room for a record header, then one piece.
     static let limeHeaderRoom = 64
 
     public var compressed: Bool
+    /// The largest block the producer gives (`blockSize` unless a capture chose smaller):
+    /// compressed slots are sized to hold one block's stream.
+    public var blockSize: Int
     public var threads: Int
     public var memoryBudget: Int
     /// Whether to compute the SHA-256 of the output (captures do, conversions need not).
@@ -182,9 +189,10 @@ public struct RecordPipeline: Sendable {
 
     public init(
         compressed: Bool, threads: Int, memoryBudget: Int = RecordPipeline.defaultMemoryBudget, hashing: Bool = false,
-        skipZeroBlocks: Bool = true
+        skipZeroBlocks: Bool = true, blockSize: Int = RecordPipeline.blockSize
     ) {
         self.compressed = compressed
+        self.blockSize = max(1, blockSize)
         self.threads = max(1, threads)
         self.memoryBudget = memoryBudget
         self.hashing = hashing
@@ -201,8 +209,9 @@ public struct RecordPipeline: Sendable {
     /// slots, which let the writer hold incompressible runs back for joining.
     public func layout(readsInOrder: Bool) -> PipelineLayout {
         if compressed {
-            let slot = Self.compressedSlotBytes
-            let input = readsInOrder ? Self.blockSize : Self.piece
+            // A slot: header, the largest framed stream of a block, trailer.
+            let slot = RecordHeader.size + SnappyFraming.maxFramedLength(blockSize) + 8
+            let input = readsInOrder ? blockSize : min(Self.piece, blockSize)
             var workers = threads
             while workers > 1 && workers * input + (workers + 2) * slot > memoryBudget { workers -= 1 }
             let spare = memoryBudget - workers * input - (workers + 2) * slot

@@ -282,6 +282,34 @@ struct AcquisitionTests {
         #expect(same(directory.read("out.raw"), Array(Self.memory.prefix(0x10_0000))))
     }
 
+    /// Compressed captures cut records every 1 MiB (so the blocks held for joining stay small
+    /// on the examined host), LiME captures every 16 MiB as AVML; the manifest says which.
+    @Test func compressedCapturesCutRecordsEveryMebibyte() throws {
+        var memory = CaptureTests.memory(0x58_0000, seed: 5)
+        memory.replaceSubrange(0x20_0000..<0x30_0000, with: [UInt8](repeating: 0, count: 0x10_0000))
+        let raw = directory.write("cut.raw", memory)
+        for compressed in [true, false] {
+            let image = directory[compressed ? "cut.avml" : "cut.lime"]
+            var acquisition = MemoryCapture(
+                destination: .file(image), compressed: compressed, source: .rawFile(raw), threads: 2,
+                manifestPath: image + ".json")
+            acquisition.devicePaths = [:]
+            acquisition.symbolsPath = nil
+            _ = try acquisition.run()
+            let manifest = try Manifest.read(from: image + ".json")
+            let headers = try decodedRecords(image).map(\.0)
+            if compressed {
+                // Six blocks from 0, the third all zeros and skipped.
+                #expect(headers.map(\.start) == [0, 0x10_0000, 0x30_0000, 0x40_0000, 0x50_0000])
+                #expect(headers.last?.end == 0x57_ffff)
+                #expect(manifest.recordBlockBytes == 1 << 20 && manifest.zeroBlocksSkipped == 1)
+            } else {
+                #expect(headers.map(\.start) == [0] && headers.first?.end == 0x57_ffff)
+                #expect(manifest.recordBlockBytes == 16 << 20 && manifest.zeroBlocksSkipped == 0)
+            }
+        }
+    }
+
     @Test func sourceArgumentsResolveToDevices() {
         #expect(SourceSpecification(argument: "/dev/crash") == .device(.crash))
         #expect(SourceSpecification(argument: "/proc/kcore") == .device(.kcore))

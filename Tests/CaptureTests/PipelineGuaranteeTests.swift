@@ -64,6 +64,10 @@ struct PipelineGuaranteeTests {
         let small = RecordPipeline(compressed: true, threads: 8, memoryBudget: 100 << 20).layout(readsInOrder: false)
         #expect(small.totalBytes <= 100 << 20 && small.workers < 8)
         #expect(RecordPipeline.minimumBudget(compressed: true) < 100 << 20)
+        // A compressed capture's 1 MiB blocks: its slots are a few MiB, not 16.8 MiB each.
+        let capture = RecordPipeline(compressed: true, threads: 2, blockSize: RecordPipeline.compressedCaptureBlockSize)
+            .layout(readsInOrder: false)
+        #expect(capture.workers == 2 && capture.slots == 8 && capture.totalBytes < 11 << 20)
     }
 
     @Test(arguments: [false, true])

@@ -32,7 +32,8 @@ Always a failure: a malformed LiME file, overlapping records, and (unless
   --min-coverage F         covered bytes / System RAM bytes >= F
   --min-match F            matching bytes / covered bytes >= F
   --zero-blocks MANIFEST   the capture skipped all-zero blocks, as AVML does:
-                           blocks are cut every 16 MiB from the start of each
+                           blocks are cut every 16 MiB (the manifest's
+                           record_block_bytes, when it has one) from the start of each
                            range the manifest lists as captured; one that no
                            record touches counts towards coverage, and their
                            number must equal the manifest's
@@ -314,8 +315,9 @@ def _first_diff(a: bytes, b: bytes) -> int:
 
 
 def compare(iomem_entries: List[IomemEntry], truth_dir: str, image: str,
-            max_diffs: int = 8, captured=None) -> Report:
-    """captured: the (start, end) ranges blocks were cut from, to count missing blocks (--zero-blocks)."""
+            max_diffs: int = 8, captured=None, block=None) -> Report:
+    """captured: the (start, end) ranges blocks were cut from, to count missing blocks (--zero-blocks);
+    block: the size they were cut in (BLOCK unless the manifest says)."""
     ram = system_ram(iomem_entries)
     if not ram:
         raise InputError("iomem has no top-level System RAM range")
@@ -346,17 +348,17 @@ def compare(iomem_entries: List[IomemEntry], truth_dir: str, image: str,
                     rep.outside_ram_bytes += outside
                     rep.outside_ram_records.append(f"{rec.start:#x}-{rec.end:#x} ({outside} bytes outside)")
         for start, end in captured or []:
-            _count_missing_blocks(rep, srt, truth, ram, start, end)
+            _count_missing_blocks(rep, srt, truth, ram, start, end, block or BLOCK)
     finally:
         truth.close()
     return rep
 
 
-def _count_missing_blocks(rep, records, truth, ram, start, end):
-    """Counts the blocks of start..end (cut every BLOCK bytes from start) that no record touches."""
+def _count_missing_blocks(rep, records, truth, ram, start, end, size):
+    """Counts the blocks of start..end (cut every `size` bytes from start) that no record touches."""
     block = start
     while block <= end:
-        last = min(block + BLOCK - 1, end)
+        last = min(block + size - 1, end)
         if not any(rec.start <= last and block <= rec.end for rec in records):
             rep.zero_blocks += 1
             for r, rs in zip(ram, rep.ram):
@@ -366,7 +368,7 @@ def _count_missing_blocks(rep, records, truth, ram, start, end):
                     n = min(CHUNK, hi + 1 - addr)
                     rs.zero_block_bytes_still_zero += truth.read(r, addr, n).count(0)
                     addr += n
-        block += BLOCK
+        block += size
 
 
 def _compare_span(img, rec, truth, r, rs, kstats, lo, hi, max_diffs):
@@ -473,17 +475,21 @@ def checks(rep: Report, require_kernel_equal=False, min_coverage=None, min_match
 
 
 def load_zero_blocks(path):
-    """The manifest's zero_blocks_skipped and its captured ranges as (start, end) pairs."""
+    """The manifest's zero_blocks_skipped, its captured ranges as (start, end) pairs, and the
+    block size records were cut in (record_block_bytes; BLOCK in manifests without it)."""
     try:
         with open(path) as f:
             manifest = json.load(f)
         skipped = manifest["zero_blocks_skipped"]
         captured = [(int(r["start"], 16), int(r["end"], 16)) for r in manifest["ranges"]["captured"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        block = manifest.get("record_block_bytes", BLOCK)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"manifest {path}: no zero_blocks_skipped and ranges.captured: {e!r}")
     if type(skipped) is not int or skipped < 0:
         raise InputError(f"manifest {path}: zero_blocks_skipped is not a count: {skipped!r}")
-    return skipped, captured
+    if type(block) is not int or block <= 0:
+        raise InputError(f"manifest {path}: record_block_bytes is not a size: {block!r}")
+    return skipped, captured, block
 
 
 def main(argv=None) -> int:
@@ -502,8 +508,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="print only the result line")
     args = ap.parse_args(argv)
     try:
-        skipped, captured = load_zero_blocks(args.zero_blocks) if args.zero_blocks else (None, None)
-        rep = compare(load_iomem(args.iomem), args.truth, args.image, captured=captured)
+        skipped, captured, block = load_zero_blocks(args.zero_blocks) if args.zero_blocks else (None, None, None)
+        rep = compare(load_iomem(args.iomem), args.truth, args.image, captured=captured, block=block)
     except InputError as e:
         print(f"compare.py: error: {e}", file=sys.stderr)
         print("RESULT: ERROR")

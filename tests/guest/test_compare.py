@@ -132,12 +132,31 @@ class CompareTest(unittest.TestCase):
         rc, out = self.run_cli("--image", img, "--min-coverage", "0.99999")
         self.assertEqual(rc, 1, out)
 
-    def manifest(self, skipped, captured=((0x1000, 0x9fbff), (0x100000, 0x4fffff))):
+    def manifest(self, skipped, captured=((0x1000, 0x9fbff), (0x100000, 0x4fffff)), block=None):
         path = os.path.join(self.dir, "m.json")
+        manifest = {"zero_blocks_skipped": skipped,
+                    "ranges": {"captured": [{"start": hex(a), "end": hex(b)} for a, b in captured]}}
+        if block is not None:
+            manifest["record_block_bytes"] = block
         with open(path, "w") as f:
-            json.dump({"zero_blocks_skipped": skipped,
-                       "ranges": {"captured": [{"start": hex(a), "end": hex(b)} for a, b in captured]}}, f)
+            json.dump(manifest, f)
         return path
+
+    def test_zero_blocks_are_cut_in_the_manifests_block_size(self):
+        # The same image as below, with the 1.25 MiB blocks said by the manifest (as a
+        # compressed capture says its 1 MiB) instead of set in the module.
+        recs = self.full_records()
+        start, data = recs[1]
+        img = self.image([recs[0], (start, data[: 0x380000 - start])])
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(2, block=0x140000),
+                               "--require-kernel-equal", "--min-coverage", "0.999")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("PASS: 2 block(s) missing, the manifest skipped 2", out)
+        # With AVML's 16 MiB (no record_block_bytes), the whole range is one block, and it is not missing.
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(2), "--min-coverage", "0.999")
+        self.assertEqual(rc, 1, out)
+        rc, out = self.run_cli("--image", img, "--zero-blocks", self.manifest(2, block=0), "--min-coverage", "0.999")
+        self.assertEqual(rc, 2, out)  # a bad record_block_bytes is an input error
 
     def test_zero_blocks_are_cut_from_the_captured_ranges_and_counted(self):
         # Blocks of 1.25 MiB from 0x100000: 0x100000, 0x240000, 0x380000 and a partial
