@@ -240,10 +240,12 @@ public enum KernelSymbols {
             origins.append(ISFSource(name: path, sha256: sha))
         }
         // Compressed as it is written: the JSON (tens of MB) is never whole in memory, and
-        // the symbols go from the list straight into it, one per name, in name order.
+        // the symbols go from the list straight into it, one per name, in name order. zlib's
+        // fastest level: at its default (6) compressing was 40% of the table's time, for a
+        // file a sixth smaller (6.12: 2.5 MB against 3.0 MB), where the image is hundreds of MB.
         let deflater: Gzip.Deflater
         do {
-            deflater = try Gzip.Deflater()
+            deflater = try Gzip.Deflater(level: 1)
         } catch {
             throw SymbolTableError(.compression(error))
         }
