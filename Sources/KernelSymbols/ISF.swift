@@ -219,22 +219,43 @@ struct ISFWriter {
         }
     }
 
-    /// Descriptors of the BTF variables (per-CPU ones, in current kernels) and functions, by name.
-    mutating func btfSymbolTypes() throws(BTFError) -> [String: [UInt8]] {
-        var result: [String: [UInt8]] = [:]
-        let function = Array(#"{"kind":"function"}"#.utf8)
-        for type in btf.types where !type.name.isEmpty {
-            switch type.kind {
-            case .variable:
-                result[type.name] = try descriptor(of: type.sizeOrType)
-            case .function:
-                if result[type.name] == nil { result[type.name] = function }
-            default:
-                break
-            }
+    /// The BTF variables (per-CPU ones, in current kernels) and functions that type symbols: one
+    /// type id per name (the name's last variable, else its first function), in name order as
+    /// `SymbolList.byName` sorts (UTF-8 bytes), so that the table's symbols find theirs in one
+    /// pass instead of through a dictionary of some 50,000 names.
+    ///
+    /// - Throws: `BTFError` for a variable whose type cannot be described.
+    mutating func btfSymbolIDs() throws(BTFError) -> [UInt32] {
+        var ids: [UInt32] = []
+        for (index, type) in btf.types.enumerated() where !type.name.isEmpty {
+            guard type.kind == .variable || type.kind == .function else { continue }
+            if type.kind == .variable { _ = try descriptor(of: type.sizeOrType) }
+            ids.append(UInt32(index))
         }
-        return result
+        let types = btf.types
+        ids.sort { left, right in
+            let order = compareUTF8(types[Int(left)].name, types[Int(right)].name)
+            return order != 0 ? order < 0 : left < right
+        }
+        var chosen: [UInt32] = []
+        var start = 0
+        while start < ids.count {
+            var end = start + 1
+            while end < ids.count && compareUTF8(types[Int(ids[start])].name, types[Int(ids[end])].name) == 0 { end += 1 }
+            let group = ids[start..<end]
+            chosen.append(group.last { types[Int($0)].kind == .variable } ?? ids[start])
+            start = end
+        }
+        return chosen
     }
+
+    /// The type descriptor of a symbol's BTF variable or function (an id from `btfSymbolIDs`).
+    mutating func symbolType(_ id: UInt32) throws(BTFError) -> [UInt8] {
+        let type = btf.types[Int(id)]
+        return type.kind == .variable ? try descriptor(of: type.sizeOrType) : Self.function
+    }
+
+    private static let function = Array(#"{"kind":"function"}"#.utf8)
 
     // MARK: The document
 
@@ -475,7 +496,7 @@ extension BTF {
     /// - Throws: `BTFError` for types that cannot be described (a bitfield of a struct, say).
     public func isfTypes() throws(BTFError) -> [UInt8] {
         var writer = try ISFWriter(btf: self)
-        _ = try writer.btfSymbolTypes()
+        _ = try writer.btfSymbolIDs()
         var json = JSONWriter(capacity: 48 << 20)
         _ = try writer.writeStart(into: &json, producerVersion: "0.0.0", sources: [])
         ISFWriter.writeEnd(into: &json)

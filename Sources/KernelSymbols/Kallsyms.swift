@@ -41,6 +41,22 @@ public struct SymbolFileError: Error, Sendable, Equatable, CustomStringConvertib
     }
 }
 
+/// Negative, zero or positive as `left` sorts before, with or after `right`, UTF-8 byte by
+/// byte: the order of `SymbolList.byName`.
+func compareUTF8(_ left: String, _ right: String) -> Int {
+    var (left, right) = (left, right)
+    return left.withUTF8 { a in
+        right.withUTF8 { b in
+            let common = Swift.min(a.count, b.count)
+            if common > 0, let first = a.baseAddress, let second = b.baseAddress {
+                let result = memcmp(first, second, common)
+                if result != 0 { return Int(result) }
+            }
+            return a.count - b.count
+        }
+    }
+}
+
 /// The kernel's own symbols of one kallsyms or System.map file, in file order. A module's
 /// lines are checked and counted, not kept: the table describes the kernel.
 ///

@@ -209,12 +209,14 @@ public enum KernelSymbols {
             }
             return nearest
         }
-        var types: [String: [UInt8]]
+        let btfSymbols: [UInt32]
         do {
-            types = try writer.btfSymbolTypes()
+            btfSymbols = try writer.btfSymbolIDs()
         } catch {
             throw SymbolTableError(.badBTF(path: sources.btf, error))
         }
+        /// The types Volatility reads symbols with, where BTF has none or another.
+        var declared: [String: [UInt8]] = [:]
         var unresolved: [String] = []
         for entry in volatilityTypedSymbols {
             guard let symbol = list.symbol(named: entry.name) else { continue }
@@ -222,7 +224,7 @@ public enum KernelSymbols {
             if let resolved = writer.resolve(
                 entry.type, address: address, nextAddress: next(after: address), kernel: banner.version)
             {
-                types[entry.name] = resolved.json
+                declared[entry.name] = resolved.json
             } else {
                 unresolved.append(entry.name)
             }
@@ -257,9 +259,23 @@ public enum KernelSymbols {
             throw SymbolTableError(.badBTF(path: sources.btf, error))
         }
         var typedSymbolCount = 0
+        var nextBTF = 0
         for (position, index) in list.byName.enumerated() {
             let name = list.name(at: Int(index))
-            let type = types[name]
+            // Both are in name order: the BTF names before this one have no symbol.
+            while nextBTF < btfSymbols.count && compareUTF8(writer.btf.types[Int(btfSymbols[nextBTF])].name, name) < 0 {
+                nextBTF += 1
+            }
+            var type = declared[name]
+            if type == nil, nextBTF < btfSymbols.count,
+                compareUTF8(writer.btf.types[Int(btfSymbols[nextBTF])].name, name) == 0
+            {
+                do {
+                    type = try writer.symbolType(btfSymbols[nextBTF])
+                } catch {
+                    throw SymbolTableError(.badBTF(path: sources.btf, error))
+                }
+            }
             if type != nil { typedSymbolCount += 1 }
             ISFWriter.writeSymbol(
                 ISFSymbol(

@@ -285,6 +285,27 @@ struct SymbolTableTests {
         #expect(isf.object("user_types", "list_head", "fields", "next") != nil)
     }
 
+    /// BTF types symbols by name: a name's last VAR, else its first FUNC; listed in the byte
+    /// order of `SymbolList.byName`, so that the table's symbols find theirs in one pass.
+    @Test func btfTypesEachNameByItsLastVariableElseItsFirstFunction() throws {
+        var b = BTFBuilder()
+        b.int("int", size: 4, encoding: BTFType.signedEncoding)  // 1
+        b.int("long int", size: 8, encoding: BTFType.signedEncoding)  // 2
+        b.record(.functionPrototype, sizeOrType: 1)  // 3
+        b.record(.function, "v", vlen: 1, sizeOrType: 3)  // 4
+        b.record(.variable, "v", sizeOrType: 1, extra: [1])  // 5
+        b.record(.variable, "v", sizeOrType: 2, extra: [1])  // 6
+        b.record(.function, "f", vlen: 1, sizeOrType: 3)  // 7
+        b.record(.function, "f", vlen: 1, sizeOrType: 3)  // 8
+        b.record(.variable, "B", sizeOrType: 1, extra: [1])  // 9: "B" < "f" < "v" by bytes
+        var writer = try ISFWriter(btf: try BTF(bytes: b.bytes()))
+        let ids = try writer.btfSymbolIDs()
+        #expect(ids == [9, 7, 6])
+        #expect(String(decoding: try writer.symbolType(6), as: UTF8.self) == #"{"kind":"base","name":"long int"}"#)
+        #expect(String(decoding: try writer.symbolType(7), as: UTF8.self) == #"{"kind":"function"}"#)
+        #expect(compareUTF8("B", "a") < 0 && compareUTF8("ab", "a") > 0 && compareUTF8("é", "é") == 0)
+    }
+
     @Test func manifestEntryEncodesSnakeCase() throws {
         let table = try KernelSymbols.make(from: Self.offline(), producerVersion: "0.1.0")
         let entry = SymbolsManifestEntry(table: table, path: "/evidence/host.lime.isf.json.gz")
