@@ -52,16 +52,26 @@ public struct Symbols: ParsableCommand {
             isOffline
             ? SymbolSources(btf: btf ?? "", kallsyms: kallsyms, systemMap: systemMap, banner: banner ?? "")
             : SymbolSources.live
-        let table: SymbolTable
+        let destination: String
         do {
-            table = try KernelSymbols.make(from: sources, producerVersion: Manifest.toolVersion)
+            destination = try output ?? defaultOutput(banner: KernelSymbols.banner(of: sources))
         } catch {
             throw CommandFailure(error)
         }
-        let destination = output ?? defaultOutput(for: table)
+        // Written as it is made; a table that fails takes its file with it.
+        let table: SymbolTable
         do {
-            try writeSideFile(table.compressed, to: destination)
+            table = try writeSideFile(to: destination) { (sink) throws(CaptureError) -> SymbolTable in
+                do {
+                    return try KernelSymbols.make(from: sources, producerVersion: Manifest.toolVersion) {
+                        try sink.write($0)
+                    }
+                } catch {
+                    throw .source(error)
+                }
+            }
         } catch {
+            if case .source(let cause as SymbolTableError) = error, !cause.isUnwritable { throw CommandFailure(cause) }
             throw CommandFailure(error)
         }
         for note in table.notes { warn(note) }
@@ -69,14 +79,14 @@ public struct Symbols: ParsableCommand {
         let offset = table.kaslrOffset.map { "\(hex($0)) (\(table.kaslrOffsetSource))" } ?? table.kaslrOffsetSource
         FileHandleStandardError.write(
             "avml: wrote \(escapedForLog(destination)): \(table.typeCount) types, \(table.symbolCount) symbols "
-                + "(\(table.typedSymbolCount) with types), \(table.compressed.count) bytes, sha256 \(table.sha256); "
+                + "(\(table.typedSymbolCount) with types), \(table.size) bytes, sha256 \(table.sha256); "
                 + "KASLR offset \(offset); banner \(escapedForLog(table.banner))\n")
     }
 
     /// HOSTNAME-RELEASE.isf.json.gz live, RELEASE.isf.json.gz offline, with anything
     /// that could leave the current directory replaced.
-    func defaultOutput(for table: SymbolTable) -> String {
-        let release = table.banner.split(separator: " ").dropFirst(2).first.map(String.init) ?? "kernel"
+    func defaultOutput(banner: String) -> String {
+        let release = banner.split(separator: " ").dropFirst(2).first.map(String.init) ?? "kernel"
         let host = Manifest.currentHost().hostname
         let stem = isOffline || host.isEmpty ? release : "\(host)-\(release)"
         let safe = String(stem.unicodeScalars.map { $0 == "/" || $0.value < 0x20 || $0.value == 0x7f ? "_" : Character($0) })

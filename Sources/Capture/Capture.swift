@@ -277,14 +277,21 @@ public struct MemoryCapture {
         }
         let table: SymbolTable
         do {
-            table = try KernelSymbols.make(from: symbolSources, producerVersion: Manifest.toolVersion)
+            // Written as it is made; a table that fails takes its file with it.
+            table = try writeSideFile(to: symbolsPath) { (sink) throws(CaptureError) -> SymbolTable in
+                do {
+                    return try KernelSymbols.make(from: symbolSources, producerVersion: Manifest.toolVersion) {
+                        try sink.write($0)
+                    }
+                } catch {
+                    throw .source(error)
+                }
+            }
         } catch {
-            warn("no symbol table for this kernel: \(error)")
-            return SymbolsManifestEntry(error: error)
-        }
-        do {
-            try writeSideFile(table.compressed, to: symbolsPath)
-        } catch {
+            if case .source(let cause as SymbolTableError) = error, !cause.isUnwritable {
+                warn("no symbol table for this kernel: \(cause)")
+                return SymbolsManifestEntry(error: cause)
+            }
             warn("the symbol table could not be written: \(error)")
             return SymbolsManifestEntry(missing: "the symbol table could not be written: \(error)")
         }

@@ -21,8 +21,9 @@ public final class ImageFile: ImageSink {
     /// With `O_DIRECT`: the aligned buffer writes gather in, and how much of it is filled.
     private var staging: UnsafeMutableRawBufferPointer?
     private var staged = 0
-    /// `O_DIRECT` writes whole, aligned buffers; 2 MiB keeps the disk's requests large.
-    private static let stagingBytes = 2 << 20
+    /// `O_DIRECT` writes whole, aligned buffers: 1 MiB keeps the disk's requests large,
+    /// and more would only overwrite more of the examined host's memory.
+    private static let stagingBytes = 1 << 20
     /// Whether the file is written around the page cache.
     var isDirect: Bool { staging != nil }
 
@@ -39,7 +40,7 @@ public final class ImageFile: ImageSink {
     ///     a memory image, so a mistyped path never destroys evidence.
     ///   - direct: write a regular file around the page cache (`O_DIRECT`) where its
     ///     filesystem allows it: the image then fills no memory of the examined host but
-    ///     one 2 MiB buffer; elsewhere (tmpfs) as `streamOut` says.
+    ///     one 1 MiB buffer; elsewhere (tmpfs) as `streamOut` says.
     /// - Throws: `OutputError` naming the path and errno; `ELOOP` means a symlink was refused.
     public init(path: String, sideFile: Bool = false, direct: Bool = false) throws(OutputError) {
         self.path = path
@@ -289,6 +290,18 @@ public func writeSideFile(_ bytes: [UInt8], to path: String) throws(CaptureError
         throw .refused(error)
     }
     try writeAll(bytes, to: file)
+}
+
+/// Creates a side file (mode 0600, never through a symlink) and fills it through `body`:
+/// finished when `body` returns, removed when it throws.
+public func writeSideFile<T>(to path: String, _ body: (ImageSink) throws(CaptureError) -> T) throws(CaptureError) -> T {
+    let file: ImageFile
+    do {
+        file = try ImageFile(path: path, sideFile: true)
+    } catch {
+        throw .refused(error)
+    }
+    return try withSink(file, body)
 }
 
 /// Writes `bytes` into `file` and finishes it, or removes it.

@@ -18,21 +18,33 @@ public enum Gzip {
     /// - Returns: the gzip file's bytes.
     /// - Throws: `GzipError` with zlib's status.
     public static func compress(_ bytes: [UInt8], level: Int32 = 6) throws(GzipError) -> [UInt8] {
-        let stream = try Deflater(level: level)
+        final class Collected {
+            var bytes: [UInt8] = []
+        }
+        let collected = Collected()
+        let stream = try Deflater(level: level) { collected.bytes += $0 }
         try stream.append(bytes)
-        return try stream.finish()
+        try stream.finish()
+        return collected.bytes
     }
 
-    /// A gzip stream compressed as its input arrives, so that the input (tens of MB of
-    /// JSON) is never whole in memory: every page the tool fills on the examined host
-    /// overwrites evidence. The output is the same bytes however the input is split.
+    /// A gzip stream compressed as its input arrives and handed on as it is made, so that
+    /// neither the input (tens of MB of JSON) nor the output (megabytes) is ever whole in
+    /// memory: every page the tool fills on the examined host overwrites evidence. The
+    /// output is the same bytes however the input is split.
     final class Deflater {
         /// zlib's state points back at its stream, so the stream must not move.
         private let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
-        private var output: [UInt8] = []
         private var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        /// Takes each piece of the gzip file as zlib gives it, in order.
+        private let emit: (UnsafeRawBufferPointer) -> Void
 
-        init(level: Int32 = 6) throws(GzipError) {
+        /// - Parameters:
+        ///   - level: zlib's level, 1 (fast) to 9 (small).
+        ///   - emit: takes each piece of the gzip file as zlib gives it, in order.
+        /// - Throws: `GzipError` when zlib cannot start.
+        init(level: Int32 = 6, emit: @escaping (UnsafeRawBufferPointer) -> Void) throws(GzipError) {
+            self.emit = emit
             stream.initialize(to: z_stream())
             let status = avml_deflate_init_gzip(stream, level)
             guard status == Z_OK else {
@@ -51,13 +63,11 @@ public enum Gzip {
             if let failure = bytes.withUnsafeBytes({ deflate($0, flush: Z_NO_FLUSH) }) { throw GzipError(status: failure) }
         }
 
-        /// Ends the stream.
-        /// - Returns: the gzip file's bytes.
-        func finish() throws(GzipError) -> [UInt8] {
+        /// Ends the stream: the last pieces go to `emit`.
+        func finish() throws(GzipError) {
             if let failure = deflate(UnsafeRawBufferPointer(start: nil, count: 0), flush: Z_FINISH) {
                 throw GzipError(status: failure)
             }
-            return output
         }
 
         /// - Returns: zlib's status when it failed, nil when all went well.
@@ -73,7 +83,7 @@ public enum Gzip {
                     let status = CZlib.deflate(stream, flush)
                     return (status, target.count - Int(stream.pointee.avail_out))
                 }
-                output += chunk[..<produced]
+                chunk.withUnsafeBytes { emit(UnsafeRawBufferPointer(rebasing: $0[..<produced])) }
                 if flush == Z_FINISH && status == Z_STREAM_END { return nil }
                 // No progress possible: all input taken and nothing held back to give now.
                 if flush != Z_FINISH && status == Z_BUF_ERROR { return nil }

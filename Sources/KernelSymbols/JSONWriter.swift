@@ -25,14 +25,13 @@ struct JSONWriter {
         bytes.reserveCapacity(Self.spillBytes + (4 << 10))
     }
 
-    /// The gzip file of everything written: the deflater's stream ended, or a document kept
-    /// whole compressed in one pass.
-    mutating func finishCompressed() throws(GzipError) -> [UInt8] {
-        guard let deflater else { return try Gzip.compress(bytes) }
+    /// Hands the rest to the deflater and ends its stream (nothing to do for a document kept whole).
+    mutating func finishCompressed() throws(GzipError) {
+        guard let deflater else { return }
         if let failure { throw failure }
         try deflater.append(bytes)
         bytes.removeAll()
-        return try deflater.finish()
+        try deflater.finish()
     }
 
     /// Hands what was written to the deflater once there is enough of it. Called before

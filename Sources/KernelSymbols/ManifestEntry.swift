@@ -41,7 +41,7 @@ public struct SymbolsManifestEntry: Codable, Sendable, Equatable {
     /// The entry for a table written to `path`.
     public init(table: SymbolTable, path: String) {
         self.path = path
-        size = UInt64(table.compressed.count)
+        size = UInt64(table.size)
         sha256 = table.sha256
         banner = table.banner
         kaslrOffset = table.kaslrOffset.map(hex)

@@ -4,9 +4,9 @@ import SystemPackage
 
 /// A Volatility 3 symbol table for the kernel whose files were read, and what went into it.
 public struct SymbolTable: Sendable, Equatable {
-    /// The ISF JSON, gzip-compressed: what goes into `IMAGE.isf.json.gz`.
-    public var compressed: [UInt8]
-    /// SHA-256 of `compressed`, lower-case hex.
+    /// Bytes of the gzip-compressed ISF JSON written (`IMAGE.isf.json.gz`).
+    public var size: Int
+    /// SHA-256 of those bytes, lower-case hex.
     public var sha256: String
     /// The kernel's banner (/proc/version) without its newline; the table's `linux_banner`.
     public var banner: String
@@ -85,12 +85,20 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
         case noSymbolSource
         case missingTypes(names: [String], btf: String)
         case compression(GzipError)
+        /// The table's destination failed (a full disk, say); the description of why.
+        case unwritable(String)
     }
 
     public var reason: Reason
 
     public init(_ reason: Reason) {
         self.reason = reason
+    }
+
+    /// Whether the table's destination failed, not the kernel's files.
+    public var isUnwritable: Bool {
+        if case .unwritable = reason { return true }
+        return false
     }
 
     static let dwarf2jsonAdvice =
@@ -141,6 +149,8 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
                 + "(a module's BTF holds only its own types)"
         case .compression(let error):
             return "cannot compress the table: \(error)"
+        case .unwritable(let detail):
+            return "cannot write the table: \(detail)"
         }
     }
 }
@@ -163,11 +173,21 @@ public enum KernelSymbols {
     /// /boot/System.map-RELEASE when kallsyms hides addresses or lists functions only),
     /// /proc/version, and /proc/kcore's VMCOREINFO for the KASLR offset.
     ///
-    /// - Parameter producerVersion: avml's version, recorded as the table's producer.
-    /// - Returns: the compressed table and what went into it.
+    /// - Parameters:
+    ///   - producerVersion: avml's version, recorded as the table's producer.
+    ///   - write: takes the gzip file's bytes, in order, as they are made.
+    /// - Returns: what went into the table.
     /// - Throws: `SymbolTableError` saying what was missing and what the analyst needs instead.
-    public static func live(producerVersion: String) throws(SymbolTableError) -> SymbolTable {
-        try make(from: .live, producerVersion: producerVersion)
+    public static func live(
+        producerVersion: String, writingTo write: @escaping (UnsafeRawBufferPointer) throws -> Void
+    ) throws(SymbolTableError) -> SymbolTable {
+        try make(from: .live, producerVersion: producerVersion, writingTo: write)
+    }
+
+    /// The kernel banner the table would be made for: what names a table by its release.
+    /// - Throws: `SymbolTableError` when the banner file cannot be read or is not a banner.
+    public static func banner(of sources: SymbolSources) throws(SymbolTableError) -> String {
+        try Banner(readFile(sources.banner, limit: maximumBannerBytes), path: sources.banner).text
     }
 
     /// The table from files (copied off a host, or the live ones).
@@ -179,8 +199,19 @@ public enum KernelSymbols {
     /// distance from `_text` for every global function kallsyms lists, or, when
     /// kallsyms hides its addresses, the per-CPU variable offsets in the BTF.
     ///
+    /// The gzip file goes to `write` as it is made, never whole in memory.
+    ///
+    /// - Parameters:
+    ///   - sources: the kernel's files.
+    ///   - producerVersion: avml's version, recorded as the table's producer.
+    ///   - write: takes the gzip file's bytes, in order, as they are made; once it throws,
+    ///     it is not called again and the table fails with `.unwritable`.
+    /// - Returns: what went into the table, its size and SHA-256.
     /// - Throws: `SymbolTableError`.
-    public static func make(from sources: SymbolSources, producerVersion: String) throws(SymbolTableError) -> SymbolTable {
+    public static func make(
+        from sources: SymbolSources, producerVersion: String,
+        writingTo write: @escaping (UnsafeRawBufferPointer) throws -> Void
+    ) throws(SymbolTableError) -> SymbolTable {
         let bannerBytes = try readFile(sources.banner, limit: maximumBannerBytes)
         let banner = try Banner(bannerBytes, path: sources.banner)
         let (btf, btfSHA256) = try readBTF(sources.btf)
@@ -245,9 +276,10 @@ public enum KernelSymbols {
         // the symbols go from the list straight into it, one per name, in name order. zlib's
         // fastest level: at its default (6) compressing was 40% of the table's time, for a
         // file a sixth smaller (6.12: 2.5 MB against 3.0 MB), where the image is hundreds of MB.
+        let output = TableOutput(write)
         let deflater: Gzip.Deflater
         do {
-            deflater = try Gzip.Deflater(level: 1)
+            deflater = try Gzip.Deflater(level: 1, emit: output.take)
         } catch {
             throw SymbolTableError(.compression(error))
         }
@@ -285,14 +317,14 @@ public enum KernelSymbols {
         }
         ISFWriter.writeEnd(into: &json)
         counts.symbols = list.byName.count
-        let compressed: [UInt8]
         do {
-            compressed = try json.finishCompressed()
+            try json.finishCompressed()
         } catch {
             throw SymbolTableError(.compression(error))
         }
+        if let failure = output.failure { throw SymbolTableError(.unwritable(String(describing: failure))) }
         return SymbolTable(
-            compressed: compressed, sha256: sha256Hex(compressed), banner: banner.text, kaslrOffset: offset.value,
+            size: output.size, sha256: output.hash.finalize().description, banner: banner.text, kaslrOffset: offset.value,
             kaslrOffsetSource: offset.source, btfPath: sources.btf, btfSHA256: btfSHA256,
             kallsymsPath: addresses.kallsymsPath, kallsymsSHA256: addresses.kallsymsSHA256,
             systemMapPath: addresses.systemMapPath, systemMapSHA256: addresses.systemMapSHA256,
@@ -317,6 +349,30 @@ public enum KernelSymbols {
             return (try BTF(bytes: bytes), sha256Hex(bytes))
         } catch {
             throw SymbolTableError(.badBTF(path: path, error))
+        }
+    }
+}
+
+/// Where a table's gzip bytes go: the destination, hashed and counted on the way.
+private final class TableOutput {
+    private let write: (UnsafeRawBufferPointer) throws -> Void
+    private(set) var hash = SHA256()
+    private(set) var size = 0
+    /// The destination's first error; nothing more is written after it.
+    private(set) var failure: (any Error)?
+
+    init(_ write: @escaping (UnsafeRawBufferPointer) throws -> Void) {
+        self.write = write
+    }
+
+    func take(_ bytes: UnsafeRawBufferPointer) {
+        guard failure == nil else { return }
+        do {
+            try write(bytes)
+            hash.update(bufferPointer: bytes)
+            size += bytes.count
+        } catch {
+            failure = error
         }
     }
 }

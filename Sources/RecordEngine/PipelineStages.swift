@@ -270,14 +270,16 @@ final class Hasher: Sendable {
 
 /// A zero-filled buffer shared by the writer and the hasher, and the encoded
 /// chunk that 64 KiB of zeros compress to: blocks start with zeros often
-/// (free memory), and those need no compression pass.
+/// (free memory), and those need no compression pass. One chunk long: LiME's
+/// leading zeros go out in as many parts as they need, and every page filled
+/// here is a page of the examined host's memory overwritten.
 final class Zeros: @unchecked Sendable {
     /// Never written after `init`, so every thread may read it.
     let buffer: UnsafeMutableRawBufferPointer
     let chunk: [UInt8]
 
     init() {
-        buffer = .allocate(byteCount: RecordPipeline.piece, alignment: 4096)
+        buffer = .allocate(byteCount: SnappyFraming.maxChunkData, alignment: 4096)
         buffer.initializeMemory(as: UInt8.self, repeating: 0)
         var scratch = [UInt8](repeating: 0, count: SnappyFraming.maxFramedLength(SnappyFraming.maxChunkData))
         let source = UnsafeRawBufferPointer(rebasing: buffer[..<SnappyFraming.maxChunkData])

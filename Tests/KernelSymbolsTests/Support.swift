@@ -120,8 +120,31 @@ func gunzip(_ bytes: [UInt8]) throws -> [UInt8] {
     return output
 }
 
+/// A table made in memory for the tests: what `make` reports of it, and the gzip file's bytes.
+@dynamicMemberLookup
+struct MadeTable {
+    let table: SymbolTable
+    let compressed: [UInt8]
+
+    subscript<Value>(dynamicMember path: KeyPath<SymbolTable, Value>) -> Value { table[keyPath: path] }
+}
+
+/// Bytes gathered from a writer closure.
+final class Collected {
+    var bytes: [UInt8] = []
+}
+
+extension KernelSymbols {
+    /// The table, its bytes gathered in memory.
+    static func make(from sources: SymbolSources, producerVersion: String) throws(SymbolTableError) -> MadeTable {
+        let collected = Collected()
+        let table = try make(from: sources, producerVersion: producerVersion) { collected.bytes += $0 }
+        return MadeTable(table: table, compressed: collected.bytes)
+    }
+}
+
 /// The table's JSON as Foundation objects.
-func document(_ table: SymbolTable) throws -> [String: Any] {
+func document(_ table: MadeTable) throws -> [String: Any] {
     let json = try JSONSerialization.jsonObject(with: Data(gunzip(table.compressed)))
     return try #require(json as? [String: Any])
 }

@@ -17,7 +17,7 @@ struct SymbolTableTests {
             banner: try fixture("version"))
     }
 
-    static func make(_ sources: SymbolSources) throws -> (SymbolTable, [String: Any]) {
+    static func make(_ sources: SymbolSources) throws -> (MadeTable, [String: Any]) {
         let table = try KernelSymbols.make(from: sources, producerVersion: "0.1.0")
         return (table, try document(table))
     }
@@ -116,6 +116,31 @@ struct SymbolTableTests {
         #expect(table.sha256 == sha256Hex(table.compressed))
         let sources = try #require(isf.object("metadata", "linux")?["symbols"] as? [[String: String]])
         #expect(sources.first?["hash_value"] == table.kallsymsSHA256 && sources.first?["kind"] == "system-map")
+    }
+
+    /// The table goes to its destination as it is made; when the destination fails, the table
+    /// fails as unwritable (not as a problem of the kernel's files), and nothing more is written.
+    @Test func aDestinationThatFailsMakesTheTableUnwritable() throws {
+        struct Full: Error, CustomStringConvertible {
+            var description: String { "No space left on device" }
+        }
+        let collected = Collected()
+        var calls = 0
+        let sources = try Self.offline()
+        do throws(SymbolTableError) {
+            _ = try KernelSymbols.make(from: sources, producerVersion: "0.1.0") { bytes in
+                calls += 1
+                guard calls == 1 else { throw Full() }
+                collected.bytes += bytes
+            }
+            Issue.record("a table whose destination failed was made")
+        } catch {
+            #expect(error.reason == .unwritable("No space left on device") && error.isUnwritable)
+            #expect(error.description == "cannot write the table: No space left on device")
+        }
+        #expect(calls == 2 && !collected.bytes.isEmpty)
+        let made = try KernelSymbols.make(from: Self.offline(), producerVersion: "0.1.0")
+        #expect(made.size == made.compressed.count && made.compressed.starts(with: collected.bytes))
     }
 
     @Test func theSameInputsGiveTheSameBytes() throws {
@@ -308,7 +333,7 @@ struct SymbolTableTests {
 
     @Test func manifestEntryEncodesSnakeCase() throws {
         let table = try KernelSymbols.make(from: Self.offline(), producerVersion: "0.1.0")
-        let entry = SymbolsManifestEntry(table: table, path: "/evidence/host.lime.isf.json.gz")
+        let entry = SymbolsManifestEntry(table: table.table, path: "/evidence/host.lime.isf.json.gz")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try #require(String(data: try encoder.encode(entry), encoding: .utf8))
@@ -354,10 +379,12 @@ struct SymbolTableTests {
         }
         var whole = JSONWriter(capacity: 1 << 20)
         document(&whole)
-        var streamed = JSONWriter(compressingInto: try Gzip.Deflater())
+        let collected = Collected()
+        var streamed = JSONWriter(compressingInto: try Gzip.Deflater { collected.bytes += $0 })
         document(&streamed)
         #expect(whole.bytes.count > 4 << 20)
-        let file = try streamed.finishCompressed()
+        try streamed.finishCompressed()
+        let file = collected.bytes
         #expect(streamed.bytes.isEmpty)
         #expect(file == (try Gzip.compress(whole.bytes)))
         #expect(try gunzip(file) == whole.bytes)
