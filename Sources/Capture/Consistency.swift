@@ -194,18 +194,23 @@ final class ConsistencyWatch: MemoryReader {
         let now = monotonicSeconds() - began
         let first = sample.firstIndex(atOrAbove: address)
         let rangeIndex = ranges.lastIndex { $0.lowerBound <= address }
+        // Fingerprinted outside the lock, so that the workers' reads do not wait on each other.
+        var fingerprints: [UInt32] = []
+        var index = first
+        while index < sample.pages.count && sample.pages[index] + PageSample.pageSize <= end {
+            let offset = Int(sample.pages[index] - address)
+            fingerprints.append(
+                CRC32C.checksum(UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + Int(PageSample.pageSize)])))
+            index += 1
+        }
         state.withLock { state in
             if let rangeIndex {
                 state.firstRead[rangeIndex] = min(state.firstRead[rangeIndex], now)
                 state.lastRead[rangeIndex] = max(state.lastRead[rangeIndex], now)
             }
-            var index = first
-            while index < sample.pages.count && sample.pages[index] + PageSample.pageSize <= end {
-                let offset = Int(sample.pages[index] - address)
-                state.fingerprints[index] = CRC32C.checksum(
-                    UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + Int(PageSample.pageSize)]))
-                state.fingerprinted[index] = true
-                index += 1
+            for (position, fingerprint) in fingerprints.enumerated() {
+                state.fingerprints[first + position] = fingerprint
+                state.fingerprinted[first + position] = true
             }
         }
     }

@@ -136,6 +136,6 @@ public func readTextFile(path: String) throws(SourceError) -> String {
     do {
         return String(decoding: try descriptor.readToEnd(limit: 64 << 20), as: UTF8.self)
     } catch {
-        throw SourceError(.read(error.errno, address: UInt64(error.done), count: 1 << 16), path: path)
+        throw SourceError(.readText(error.errno, offset: UInt64(error.done)), path: path)
     }
 }

@@ -8,6 +8,8 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
         case open(Errno, cause: DenialCause? = nil)
         /// A read failed.
         case read(Errno, address: UInt64, count: Int)
+        /// Reading a text file (iomem, a manifest) failed this many bytes in.
+        case readText(Errno, offset: UInt64)
         /// The source ended before the requested address.
         case shortRead(address: UInt64, count: Int)
         /// /proc/kcore is too small or unreadable: kernel lockdown, or no CONFIG_PROC_KCORE.
@@ -56,6 +58,8 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
             if let cause { text += " (\(cause))" }
             if errno == .noSuchFileOrDirectory { text += " (this kernel does not provide it)" }
             return text
+        case .readText(let errno, let offset):
+            return "cannot read \(name) at byte offset \(hex(offset)): \(errno)"
         case .read(let errno, let address, let count):
             var text = "cannot read \(count) bytes of \(name) at address \(hex(address)): \(errno)"
             if errno == .notPermitted || errno == .permissionDenied {

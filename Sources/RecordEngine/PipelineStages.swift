@@ -192,8 +192,14 @@ final class Hasher: Sendable {
     }
 
     struct Part: Sendable {
-        /// The slot, or nil for zeros.
-        var slot: Int?
+        enum Source: Sendable {
+            case slot(Int)
+            case zeros
+            /// A held block's bytes, copied out of its slot (see `Writer.spill`).
+            case copy([UInt8])
+        }
+
+        var source: Source
         var range: Range<Int>
     }
 
@@ -211,9 +217,12 @@ final class Hasher: Sendable {
         self.enabled = enabled
     }
 
-    func bytes(_ part: Part) -> UnsafeRawBufferPointer {
-        guard let slot = part.slot else { return UnsafeRawBufferPointer(rebasing: zeros.buffer[part.range]) }
-        return UnsafeRawBufferPointer(rebasing: slots[slot].memory[part.range])
+    func withBytes<Result>(_ part: Part, _ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        switch part.source {
+        case .slot(let slot): return try body(UnsafeRawBufferPointer(rebasing: slots[slot].memory[part.range]))
+        case .zeros: return try body(UnsafeRawBufferPointer(rebasing: zeros.buffer[part.range]))
+        case .copy(let bytes): return try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[part.range])) }
+        }
     }
 
     /// Runs the hashing loop on `starter`'s thread; false if none could be started.
@@ -261,7 +270,7 @@ final class Hasher: Sendable {
     private func hash(_ emission: Emission) {
         let started = monotonicSeconds()
         state.withLock { state in
-            for part in emission.parts { state.sha.update(bufferPointer: bytes(part)) }
+            for part in emission.parts { withBytes(part) { state.sha.update(bufferPointer: $0) } }
             state.seconds += monotonicSeconds() - started
         }
         for slot in emission.frees { slots[slot].free() }
@@ -507,6 +516,8 @@ struct Writer {
     private(set) var volatilityUnreadable: [Range<UInt64>] = []
     private(set) var writeSeconds = 0.0
     private var joiner: RecordJoiner
+    /// Held blocks copied out of their slots, by start address (see `spill`).
+    private var spilled: [UInt64: [UInt8]] = [:]
     /// LiME: whether the current block's header is out, and the zero bytes that lead it so far.
     private var kept = false
     private var leadingZeros = 0
@@ -518,7 +529,29 @@ struct Writer {
         self.sink = sink
         self.compressed = compressed
         self.skipZeroBlocks = skipZeroBlocks
-        joiner = RecordJoiner(capacity: slots.count)
+        joiner = RecordJoiner(capacity: max(slots.count, Self.joinBytes / max(1, slots.first?.memory.count ?? 1)))
+    }
+
+    /// How much memory that does not compress, in a row, the joiner may hold back to find a
+    /// neighbour that absorbs it: what six 16 MiB blocks gave before blocks could be 1 MiB.
+    static let joinBytes = 96 << 20
+
+    /// Whether the block's bytes are still in its slot (not copied out by `spill`).
+    private func inSlot(_ block: RecordJoiner.Block) -> Bool { spilled[block.start] == nil }
+
+    /// Copies held blocks out of their slots, oldest first, until at most half the slots are
+    /// held: a run of memory that does not compress (rare) then costs the copies, and the ring
+    /// keeps turning, instead of every capture's ring being sized for it (each slot of which
+    /// fills to its size over a capture).
+    private mutating func spill() {
+        let limit = max(1, slots.count / 2)
+        var held = joiner.held.filter(inSlot)
+        while held.count > limit {
+            let block = held.removeFirst()
+            let memory = slots[block.slot].memory
+            spilled[block.start] = Array(UnsafeRawBufferPointer(rebasing: memory[0..<RecordHeader.size + block.stream + 8]))
+            slots[block.slot].free()
+        }
     }
 
     /// Writes every unit until the end unit.
@@ -563,8 +596,9 @@ struct Writer {
             }
             if failure != nil {
                 stopClaims()
-                for block in joiner.held { slots[block.slot].free() }
+                for block in joiner.held where inSlot(block) { slots[block.slot].free() }
                 joiner = RecordJoiner(capacity: joiner.capacity)
+                spilled.removeAll()
             }
         }
         return failure
@@ -591,6 +625,7 @@ struct Writer {
         }
         try writeRecords(
             joiner.add(RecordJoiner.Block(slot: slot, start: unit.block.start, count: unit.count, stream: unit.stream)))
+        spill()
     }
 
     /// Writes records cut by the joiner; if one fails, the slots of the rest are freed unwritten.
@@ -600,36 +635,46 @@ struct Writer {
                 try write(record)
             } catch {
                 for rest in records[(position + 1)...] {
-                    for block in rest.blocks { slots[block.slot].free() }
+                    for block in rest.blocks where inSlot(block) { slots[block.slot].free() }
                 }
                 throw error
             }
         }
     }
 
-    /// Writes one record. A joined record gets a new header in its first slot and
+    /// Writes one record. A joined record gets a new header in its first block and
     /// its trailer after its last stream; later blocks' stream identifiers are left out.
     private mutating func write(_ record: RecordJoiner.Record) throws {
         let first = record.blocks[0]
         let last = record.blocks[record.blocks.count - 1]
-        let parts: [Hasher.Part]
-        if record.blocks.count == 1 {
-            parts = [Hasher.Part(slot: first.slot, range: 0..<RecordHeader.size + first.stream + 8)]
-        } else {
-            RecordHeader(compressed: true, start: record.start, end: record.end - 1).encode(into: slots[first.slot].memory)
-            slots[last.slot].memory.storeBytes(
-                of: UInt64(record.stream).littleEndian, toByteOffset: RecordHeader.size + last.stream, as: UInt64.self)
-            let skip = RecordHeader.size + SnappyFraming.streamIdentifier.count
-            parts =
-                [Hasher.Part(slot: first.slot, range: 0..<RecordHeader.size + first.stream)]
-                + record.blocks.dropFirst().map { block in
-                    Hasher.Part(slot: block.slot, range: skip..<RecordHeader.size + block.stream + (block == last ? 8 : 0))
-                }
+        if record.blocks.count > 1 {
+            edit(first) { RecordHeader(compressed: true, start: record.start, end: record.end - 1).encode(into: $0) }
+            edit(last) {
+                $0.storeBytes(
+                    of: UInt64(record.stream).littleEndian, toByteOffset: RecordHeader.size + last.stream, as: UInt64.self)
+            }
         }
-        try emit(parts, freeing: record.blocks.map(\.slot))
+        let skip = RecordHeader.size + SnappyFraming.streamIdentifier.count
+        let parts = record.blocks.map { block in
+            let from = block == first ? 0 : skip
+            let to = RecordHeader.size + block.stream + (block == last ? 8 : 0)
+            return Hasher.Part(source: spilled[block.start].map { .copy($0) } ?? .slot(block.slot), range: from..<to)
+        }
+        let frees = record.blocks.filter(inSlot).map(\.slot)
+        for block in record.blocks { spilled[block.start] = nil }
+        try emit(parts, freeing: frees)
         statistics.records += 1
         statistics.memoryBytes += UInt64(record.memory)
         if !record.safe { volatilityUnreadable.append(record.start..<record.end) }
+    }
+
+    /// Changes a held block's bytes, in its slot or its copy.
+    private mutating func edit(_ block: RecordJoiner.Block, _ change: (UnsafeMutableRawBufferPointer) -> Void) {
+        if spilled[block.start] != nil {
+            spilled[block.start]?.withUnsafeMutableBytes(change)
+        } else {
+            change(slots[block.slot].memory)
+        }
     }
 
     /// A LiME piece. Leading all-zero pieces of a block are only counted; once a
@@ -654,15 +699,15 @@ struct Writer {
             let block = unit.block
             RecordHeader(compressed: false, start: block.start, end: block.start + UInt64(block.count) - 1).encode(
                 into: slots[slot].memory)
-            parts.append(Hasher.Part(slot: slot, range: 0..<RecordHeader.size))
+            parts.append(Hasher.Part(source: .slot(slot), range: 0..<RecordHeader.size))
             while leadingZeros > 0 {
                 let count = min(leadingZeros, zeros.buffer.count)
-                parts.append(Hasher.Part(slot: nil, range: 0..<count))
+                parts.append(Hasher.Part(source: .zeros, range: 0..<count))
                 leadingZeros -= count
             }
         }
         let start = RecordPipeline.limeHeaderRoom
-        parts.append(Hasher.Part(slot: slot, range: start..<start + unit.count))
+        parts.append(Hasher.Part(source: .slot(slot), range: start..<start + unit.count))
         try emit(parts, freeing: [slot])
         if unit.isLastPiece {
             statistics.records += 1
@@ -676,9 +721,8 @@ struct Writer {
         defer { writeSeconds += monotonicSeconds() - started }
         do {
             for part in parts {
-                let bytes = hasher.bytes(part)
-                try sink.write(bytes)
-                statistics.bytesWritten += UInt64(bytes.count)
+                try hasher.withBytes(part) { try sink.write($0) }
+                statistics.bytesWritten += UInt64(part.range.count)
             }
         } catch {
             for slot in frees { slots[slot].free() }

@@ -13,8 +13,9 @@ import ImageFormats
 ///
 /// Blocks arrive in address order. Each safe block is held until the next one
 /// arrives (it is the "spare" an incompressible successor can join); at most
-/// `capacity` blocks are held, the pipeline's memory bound. A run that no
-/// neighbour can absorb within that bound is written anyway and reported.
+/// `capacity` blocks are held (the writer copies those beyond half its slots out
+/// of them). A run that no neighbour can absorb within that bound is written
+/// anyway and reported.
 struct RecordJoiner {
     /// A compressed block: where its record's bytes are, what memory it holds, and its stream's length.
     struct Block: Equatable {

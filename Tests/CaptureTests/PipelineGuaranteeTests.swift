@@ -162,6 +162,39 @@ struct VolatilitySafeRecordTests {
         #expect(same(joined(decoded.map(\.1)), raw))
     }
 
+    /// A compressed capture's 1 MiB blocks: a run of noise longer than the pipeline's slots
+    /// (11 MiB against 8 slots) is still joined, its blocks copied out of their slots while
+    /// held, and a block of noise that ends the range joins the block before it.
+    @Test(arguments: [1, 2])
+    func longRunsOfNoiseAreJoinedWithSmallBlocks(threads: Int) throws {
+        let mebibyte = 1 << 20
+        let raw = joined([
+            memory(2 * mebibyte, seed: 51), noise(12 * mebibyte, seed: 52), memory(3 * mebibyte, seed: 53),
+            noise(mebibyte, seed: 54),
+        ])
+        let sink = MemorySink()
+        let pipeline = RecordPipeline(compressed: true, threads: threads, blockSize: mebibyte)
+        #expect(pipeline.layout(readsInOrder: false).slots == threads + 6)
+        let result = try pipeline.run(
+            MemoryBlockProducer(
+                reader: FaultyMemory(raw, failingPages: []), ranges: [0..<UInt64(raw.count)], blockSize: mebibyte),
+            to: sink)
+        let found = records(sink.bytes)
+        for record in found {
+            let memory = record.end - record.start + 1
+            #expect(record.stream + UInt64(RecordJoiner.margin(memory: Int(memory))) <= memory)
+        }
+        #expect(result.volatilityUnreadable.isEmpty)
+        // The first noise block joins the block before it (held as the spare, as AVML would
+        // cut it); the eleven after it join the compressible block after them; the last joins
+        // the block before it.
+        let cuts = found.map { [$0.start >> 20, ($0.end + 1) >> 20] }
+        #expect(cuts == [[0, 1], [1, 3], [3, 15], [15, 16], [16, 18]])
+        let directory = try TemporaryDirectory()
+        let decoded = try decodedRecords(directory.write("runs.avml", sink.bytes))
+        #expect(same(joined(decoded.map(\.1)), raw))
+    }
+
     @Test func aWholeRangeOfNoiseIsWrittenAndReported() throws {
         let raw = noise(2 * block, seed: 45)
         let (image, result) = try compress(raw, threads: 2)
