@@ -58,18 +58,9 @@ public struct Symbols: ParsableCommand {
         } catch {
             throw CommandFailure(error)
         }
-        // Written as it is made; a table that fails takes its file with it.
         let table: SymbolTable
         do {
-            table = try writeSideFile(to: destination) { (sink) throws(CaptureError) -> SymbolTable in
-                do {
-                    return try KernelSymbols.make(from: sources, producerVersion: Manifest.toolVersion) {
-                        try sink.write($0)
-                    }
-                } catch {
-                    throw .source(error)
-                }
-            }
+            table = try makeSymbolTable(from: sources, at: destination)
         } catch {
             if case .source(let cause as SymbolTableError) = error, !cause.isUnwritable { throw CommandFailure(cause) }
             throw CommandFailure(error)

@@ -87,6 +87,27 @@ public func withSink<T>(_ sink: ImageSink, _ body: (ImageSink) throws(CaptureErr
     }
 }
 
+/// Makes the kernel's symbol table straight into a new side file at `path` (mode 0600, never
+/// through a symlink), which a table that fails takes with it.
+///
+/// - Throws: `CaptureError`: `.source` with the `SymbolTableError` when the table cannot be
+///   made (`.unwritable` among them: the file failed), `.refused` when the file cannot be created.
+public func makeSymbolTable(from sources: SymbolSources, at path: String) throws(CaptureError) -> SymbolTable {
+    let file: ImageFile
+    do {
+        file = try ImageFile(path: path, sideFile: true)
+    } catch {
+        throw .refused(error)
+    }
+    return try withSink(file) { (sink) throws(CaptureError) -> SymbolTable in
+        do {
+            return try KernelSymbols.make(from: sources, producerVersion: Manifest.toolVersion) { try sink.write($0) }
+        } catch {
+            throw .source(error)
+        }
+    }
+}
+
 /// What a capture reads.
 public struct CapturePlan: Sendable, Equatable {
     /// System RAM to capture, sorted.
@@ -277,16 +298,7 @@ public struct MemoryCapture {
         }
         let table: SymbolTable
         do {
-            // Written as it is made; a table that fails takes its file with it.
-            table = try writeSideFile(to: symbolsPath) { (sink) throws(CaptureError) -> SymbolTable in
-                do {
-                    return try KernelSymbols.make(from: symbolSources, producerVersion: Manifest.toolVersion) {
-                        try sink.write($0)
-                    }
-                } catch {
-                    throw .source(error)
-                }
-            }
+            table = try makeSymbolTable(from: symbolSources, at: symbolsPath)
         } catch {
             if case .source(let cause as SymbolTableError) = error, !cause.isUnwritable {
                 warn("no symbol table for this kernel: \(cause)")

@@ -292,18 +292,6 @@ public func writeSideFile(_ bytes: [UInt8], to path: String) throws(CaptureError
     try writeAll(bytes, to: file)
 }
 
-/// Creates a side file (mode 0600, never through a symlink) and fills it through `body`:
-/// finished when `body` returns, removed when it throws.
-public func writeSideFile<T>(to path: String, _ body: (ImageSink) throws(CaptureError) -> T) throws(CaptureError) -> T {
-    let file: ImageFile
-    do {
-        file = try ImageFile(path: path, sideFile: true)
-    } catch {
-        throw .refused(error)
-    }
-    return try withSink(file, body)
-}
-
 /// Writes `bytes` into `file` and finishes it, or removes it.
 func writeAll(_ bytes: [UInt8], to file: ImageFile) throws(CaptureError) {
     try withSink(file) { (sink) throws(CaptureError) in
