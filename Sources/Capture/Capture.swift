@@ -87,25 +87,40 @@ public func withSink<T>(_ sink: ImageSink, _ body: (ImageSink) throws(CaptureErr
     }
 }
 
-/// Makes the kernel's symbol table straight into a new side file at `path` (mode 0600, never
-/// through a symlink), which a table that fails takes with it.
+/// Makes the kernel's symbol table, then writes it to a side file at `path` (mode 0600, never
+/// through a symlink). The table is whole before its file is touched, so that a table that
+/// fails leaves the destination as it was (an earlier table, say); it is held as the pieces
+/// zlib gives, never copied into a growing buffer.
 ///
 /// - Throws: `CaptureError`: `.source` with the `SymbolTableError` when the table cannot be
-///   made (`.unwritable` among them: the file failed), `.refused` when the file cannot be created.
+///   made, `.refused` or `.destination` when its file cannot be written.
 public func makeSymbolTable(from sources: SymbolSources, at path: String) throws(CaptureError) -> SymbolTable {
+    final class Pieces {
+        var list: [[UInt8]] = []
+    }
+    let pieces = Pieces()
+    let table: SymbolTable
+    do {
+        table = try KernelSymbols.make(from: sources, producerVersion: Manifest.toolVersion) {
+            pieces.list.append(Array($0))
+        }
+    } catch {
+        throw .source(error)
+    }
     let file: ImageFile
     do {
         file = try ImageFile(path: path, sideFile: true)
     } catch {
         throw .refused(error)
     }
-    return try withSink(file) { (sink) throws(CaptureError) -> SymbolTable in
+    try withSink(file) { (sink) throws(CaptureError) in
         do {
-            return try KernelSymbols.make(from: sources, producerVersion: Manifest.toolVersion) { try sink.write($0) }
+            for piece in pieces.list { try piece.withUnsafeBytes { try sink.write($0) } }
         } catch {
-            throw .source(error)
+            throw .destination(error)
         }
     }
+    return table
 }
 
 /// What a capture reads.

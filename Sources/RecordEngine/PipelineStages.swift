@@ -19,8 +19,9 @@ import Synchronization
 // the claim, so the unit that waits for a slot is always the earliest one: a
 // stalled worker keeps its place. A slot holds one unit at a time, so its
 // `ready` signal always belongs to the unit the writer waits for. The writer
-// holds back fewer than `slots` units (for joining) while it waits, so the slot
-// the next unit needs is never one the writer itself holds.
+// holds back units for joining, but keeps at most half the slots (the rest it
+// copies out, `Writer.spill`), so the slot the next unit needs is never one the
+// writer itself holds.
 
 /// One slot's memory and its two hand-off signals.
 ///
@@ -347,7 +348,8 @@ struct PipelineStages<Producer: BlockProducer> {
             failure = .noThreads(errno: lastFailure)
         } else {
             var writer = Writer(
-                slots: slots, zeros: zeros, hasher: hasher, sink: sink, compressed: compressed, skipZeroBlocks: skipZeroBlocks)
+                slots: slots, zeros: zeros, hasher: hasher, sink: sink, compressed: compressed, skipZeroBlocks: skipZeroBlocks,
+                joinBytes: layout.joinBytes)
             failure = writer.run(stopClaims: { claims.stop.store(true, ordering: .releasing) }, progress: progress)
             result.statistics = writer.statistics
             result.unreadable = writer.unreadable
@@ -522,19 +524,25 @@ struct Writer {
     private var kept = false
     private var leadingZeros = 0
 
-    init(slots: [Slot], zeros: Zeros, hasher: Hasher, sink: ImageSink, compressed: Bool, skipZeroBlocks: Bool) {
+    /// Sets up the writer of one run; `joinBytes` is what it may hold back for joining beyond
+    /// its slots, as copies (`PipelineLayout.joinBytes`).
+    init(
+        slots: [Slot], zeros: Zeros, hasher: Hasher, sink: ImageSink, compressed: Bool, skipZeroBlocks: Bool,
+        joinBytes: Int
+    ) {
         self.slots = slots
         self.zeros = zeros
         self.hasher = hasher
         self.sink = sink
         self.compressed = compressed
         self.skipZeroBlocks = skipZeroBlocks
-        joiner = RecordJoiner(capacity: max(slots.count, Self.joinBytes / max(1, slots.first?.memory.count ?? 1)))
+        heldInSlots = max(1, slots.count / 2)
+        // The copies stay within the budget: at most `joinBytes` of them, each at most a slot.
+        joiner = RecordJoiner(capacity: max(2, heldInSlots + joinBytes / max(1, slots.first?.memory.count ?? 1)))
     }
 
-    /// How much memory that does not compress, in a row, the joiner may hold back to find a
-    /// neighbour that absorbs it: what six 16 MiB blocks gave before blocks could be 1 MiB.
-    static let joinBytes = 96 << 20
+    /// The most held blocks left in their slots; the rest are copied out (`spill`).
+    private let heldInSlots: Int
 
     /// Whether the block's bytes are still in its slot (not copied out by `spill`).
     private func inSlot(_ block: RecordJoiner.Block) -> Bool { spilled[block.start] == nil }
@@ -544,9 +552,8 @@ struct Writer {
     /// keeps turning, instead of every capture's ring being sized for it (each slot of which
     /// fills to its size over a capture).
     private mutating func spill() {
-        let limit = max(1, slots.count / 2)
         var held = joiner.held.filter(inSlot)
-        while held.count > limit {
+        while held.count > heldInSlots {
             let block = held.removeFirst()
             let memory = slots[block.slot].memory
             spilled[block.start] = Array(UnsafeRawBufferPointer(rebasing: memory[0..<RecordHeader.size + block.stream + 8]))

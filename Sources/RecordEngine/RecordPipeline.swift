@@ -134,6 +134,9 @@ public struct PipelineLayout: Sendable, Equatable {
     public var slotBytes: Int
     /// Each worker's own input buffer (compressed output only).
     public var workerBytes: Int
+    /// How much compressed memory the writer may hold back for joining beyond what the slots
+    /// hold, as copies (`Writer.spill`): the budget's rest, up to 96 MiB (compressed output only).
+    public var joinBytes = 0
 
     /// Bytes of buffers the run allocates.
     public var totalBytes: Int { workers * workerBytes + slots * slotBytes }
@@ -172,6 +175,9 @@ public struct RecordPipeline: Sendable {
     public static var defaultThreads: Int { min(availableProcessors(), 8) }
     /// What workers read and hand on at a time: small enough to stay in cache.
     static let piece = 1 << 20
+    /// The most memory that does not compress, in a row, the writer holds back to find a
+    /// neighbour that absorbs it: what six 16 MiB blocks gave before blocks could be 1 MiB.
+    static let joinBytes = 96 << 20
     /// A LiME slot: room for a record header, then one piece.
     static let limeHeaderRoom = 64
 
@@ -220,7 +226,9 @@ public struct RecordPipeline: Sendable {
             while workers > 1 && workers * input + (workers + 2) * slot > memoryBudget { workers -= 1 }
             let spare = memoryBudget - workers * input - (workers + 2) * slot
             let extra = max(0, min(4, spare / slot))
-            return PipelineLayout(workers: workers, slots: workers + 2 + extra, slotBytes: slot, workerBytes: input)
+            var layout = PipelineLayout(workers: workers, slots: workers + 2 + extra, slotBytes: slot, workerBytes: input)
+            layout.joinBytes = max(0, min(Self.joinBytes, memoryBudget - layout.totalBytes))
+            return layout
         }
         let slot = Self.limeHeaderRoom + Self.piece
         var workers = threads

@@ -250,6 +250,20 @@ struct AcquisitionTests {
         #expect(entry.missing == true && entry.reason?.isEmpty == false && entry.path == nil)
     }
 
+    /// The table is whole before its file is touched: one that fails leaves an earlier table be.
+    @Test func aTableThatFailsLeavesTheFileItWouldReplace() throws {
+        let earlier = directory.write("earlier.isf.json.gz", Array("an earlier table".utf8))
+        let sources = SymbolSources(btf: directory["no-btf"], kallsyms: nil, banner: directory["no-version"])
+        do {
+            _ = try makeSymbolTable(from: sources, at: earlier)
+            Issue.record("a table was made from missing files")
+        } catch {
+            guard case .source(let cause as SymbolTableError) = error else { throw error }
+            #expect(!cause.isUnwritable)
+        }
+        #expect(directory.read("earlier.isf.json.gz") == Array("an earlier table".utf8))
+    }
+
     @Test func aSymbolTablePathThatNamesTheImageOrTheManifestIsRefused() throws {
         for name in ["image.lime", "image.lime.json"] {
             var capture = acquisition(crash: directory.write("crash", Self.memory), kcore: nil, mem: nil)

@@ -68,6 +68,13 @@ struct PipelineGuaranteeTests {
         let capture = RecordPipeline(compressed: true, threads: 2, blockSize: RecordPipeline.compressedCaptureBlockSize)
             .layout(readsInOrder: false)
         #expect(capture.workers == 2 && capture.slots == 8 && capture.totalBytes < 11 << 20)
+        // What the writer may copy out of its slots for joining stays within the budget.
+        #expect(capture.joinBytes == 96 << 20)
+        let tight = RecordPipeline(compressed: true, threads: 2, memoryBudget: 40 << 20, blockSize: 1 << 20)
+            .layout(readsInOrder: false)
+        #expect(tight.joinBytes == (40 << 20) - tight.totalBytes && tight.joinBytes > 0)
+        let lime = RecordPipeline(compressed: false, threads: 2).layout(readsInOrder: false)
+        #expect(lime.joinBytes == 0 && lime.slots == 6)
     }
 
     @Test(arguments: [false, true])
