@@ -552,6 +552,8 @@ struct Writer {
     /// keeps turning, instead of every capture's ring being sized for it (each slot of which
     /// fills to its size over a capture).
     private mutating func spill() {
+        // The common case, one spare held: nothing to copy, and no array made for each unit.
+        guard joiner.held.count > heldInSlots else { return }
         var held = joiner.held.filter(inSlot)
         while held.count > heldInSlots {
             let block = held.removeFirst()
