@@ -45,7 +45,6 @@ struct ISFWriter {
     private var userNames: [UInt32: String] = [:]
     /// ISF names of enums, by type id.
     private var enumNames: [UInt32: String] = [:]
-    private var descriptors: [[UInt8]?]
     private let endian: String
     /// First type id of each name, per kind, for looking up declared types: only the kinds
     /// `resolve` looks up (not the tens of thousands of functions).
@@ -55,7 +54,6 @@ struct ISFWriter {
         self.btf = btf
         endian = btf.byteOrder.rawValue
         let count = btf.types.count
-        descriptors = Array(repeating: nil, count: count)
         var userTaken: [String: UInt32] = [:]
         var enumTaken: [String: UInt32] = [:]
         func assign(_ name: String, _ id: UInt32, in taken: inout [String: UInt32]) -> String {
@@ -68,39 +66,37 @@ struct ISFWriter {
         // takes the typedef's name, as dwarf2json gives it: Volatility attaches its helpers
         // (kernel_cap_t's get_capabilities) to that name. The first typedef wins.
         var typedefNames: [UInt32: String] = [:]
-        for type in btf.types where type.kind == .typedef && !type.name.isEmpty {
+        for type in btf.types where type.kind == .typedef && type.hasName {
             let target = Int(type.sizeOrType)
-            guard target > 0, target < count, btf.types[target].name.isEmpty,
+            guard target > 0, target < count, !btf.types[target].hasName,
                 [.structure, .union, .enumeration, .enum64].contains(btf.types[target].kind)
             else { continue }
             if typedefNames[UInt32(target)] == nil { typedefNames[UInt32(target)] = type.name }
         }
         // Tags first, so that a typedef's name never takes a tag's place.
         for pass in [false, true] {
-            for (index, type) in btf.types.enumerated().dropFirst() where type.name.isEmpty == pass {
+            for (index, type) in btf.types.enumerated().dropFirst() where type.hasName != pass {
                 let id = UInt32(index)
+                let name = pass ? "" : type.name
                 switch type.kind {
                 case .structure, .union:
                     let base =
-                        type.name.isEmpty
-                        ? typedefNames[id] ?? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : type.name
+                        pass ? typedefNames[id] ?? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : name
                     userNames[id] = assign(base, id, in: &userTaken)
                 case .enumeration, .enum64:
-                    enumNames[id] = assign(
-                        type.name.isEmpty ? typedefNames[id] ?? "unnamed_enum_\(id)" : type.name, id, in: &enumTaken)
-                default:
+                    enumNames[id] = assign(pass ? typedefNames[id] ?? "unnamed_enum_\(id)" : name, id, in: &enumTaken)
+                    continue
+                case .int, .float, .typedef:
                     break
+                default:
+                    continue
                 }
-                if !type.name.isEmpty && [.int, .float, .structure, .union, .typedef].contains(type.kind)
-                    && firstByName[type.kind]?[type.name] == nil
-                {
-                    firstByName[type.kind, default: [:]][type.name] = id
-                }
+                if !pass && firstByName[type.kind]?[name] == nil { firstByName[type.kind, default: [:]][name] = id }
             }
         }
         // A forward declaration stands for the definition of the same tag, when there is one.
         for (index, type) in btf.types.enumerated() where type.kind == .forward {
-            guard !type.name.isEmpty else {
+            guard type.hasName else {
                 throw BTFError(.types, typeID: UInt32(index), "FWD without a name")
             }
             userNames[UInt32(index)] = type.name
@@ -109,60 +105,62 @@ struct ISFWriter {
 
     // MARK: Descriptors
 
-    /// The ISF type descriptor of a BTF type, as JSON bytes, memoised.
-    mutating func descriptor(of id: UInt32) throws(BTFError) -> [UInt8] {
-        if let cached = descriptors[Int(id)] { return cached }
+    /// The ISF type descriptor of a BTF type, as JSON bytes.
+    func descriptor(of id: UInt32) throws(BTFError) -> [UInt8] {
         var json = JSONWriter(capacity: 64)
-        if id == 0 {
-            json.raw(#"{"kind":"base","name":"void"}"#)
-        } else {
-            let type = btf.types[Int(id)]
-            switch type.kind {
-            case .int, .float:
-                json.raw(#"{"kind":"base","name":"#)
-                json.string(baseName(id))
-                json.raw("}")
-            case .pointer:
-                json.raw(#"{"kind":"pointer","subtype":"#)
-                json.raw(try descriptor(of: type.sizeOrType))
-                json.raw("}")
-            case .array:
-                guard case .array(let element, _, let count) = type.detail else { break }
-                json.raw(#"{"kind":"array","count":"#)
-                json.number(UInt64(count))
-                json.raw(#","subtype":"#)
-                json.raw(try descriptor(of: element))
-                json.raw("}")
-            case .structure, .union, .forward:
-                let isUnion = type.kind == .union || (type.kind == .forward && type.kindFlag)
-                json.raw(isUnion ? #"{"kind":"union","name":"# : #"{"kind":"struct","name":"#)
-                json.string(userNames[id] ?? type.name)
-                json.raw("}")
-            case .enumeration, .enum64:
-                json.raw(#"{"kind":"enum","name":"#)
-                json.string(enumNames[id] ?? type.name)
-                json.raw("}")
-            case .typedef, .volatile, .const, .restrict, .typeTag:
-                json.raw(try descriptor(of: type.sizeOrType))
-            case .function, .functionPrototype:
-                json.raw(#"{"kind":"function"}"#)
-            case .variable, .dataSection, .declTag:
-                throw BTFError(.types, typeID: id, "a \(type.kind) is used where a data type is expected")
-            }
-        }
-        descriptors[Int(id)] = json.bytes
+        try writeDescriptor(of: id, into: &json)
         return json.bytes
     }
 
+    /// Writes the ISF type descriptor of a BTF type. Made anew each time rather than kept:
+    /// a cache of every type's descriptor was 2.3 MiB (6.1) of host memory overwritten, for
+    /// a few bytes and a dictionary lookup or two per use.
+    func writeDescriptor(of id: UInt32, into json: inout JSONWriter) throws(BTFError) {
+        guard id != 0 else { return json.raw(#"{"kind":"base","name":"void"}"#) }
+        let type = btf.types[Int(id)]
+        switch type.kind {
+        case .int, .float:
+            json.raw(#"{"kind":"base","name":"#)
+            json.string(baseName(id))
+            json.raw("}")
+        case .pointer:
+            json.raw(#"{"kind":"pointer","subtype":"#)
+            try writeDescriptor(of: type.sizeOrType, into: &json)
+            json.raw("}")
+        case .array:
+            guard case .array(let element, _, let count) = type.detail else { return }
+            json.raw(#"{"kind":"array","count":"#)
+            json.number(UInt64(count))
+            json.raw(#","subtype":"#)
+            try writeDescriptor(of: element, into: &json)
+            json.raw("}")
+        case .structure, .union, .forward:
+            let isUnion = type.kind == .union || (type.kind == .forward && type.kindFlag)
+            json.raw(isUnion ? #"{"kind":"union","name":"# : #"{"kind":"struct","name":"#)
+            json.string(userNames[id] ?? type.name)
+            json.raw("}")
+        case .enumeration, .enum64:
+            json.raw(#"{"kind":"enum","name":"#)
+            json.string(enumNames[id] ?? type.name)
+            json.raw("}")
+        case .typedef, .volatile, .const, .restrict, .typeTag:
+            try writeDescriptor(of: type.sizeOrType, into: &json)
+        case .function, .functionPrototype:
+            json.raw(#"{"kind":"function"}"#)
+        case .variable, .dataSection, .declTag:
+            throw BTFError(.types, typeID: id, "a \(type.kind) is used where a data type is expected")
+        }
+    }
+
     private func baseName(_ id: UInt32) -> String {
-        let name = btf.types[Int(id)].name
-        return name.isEmpty ? "unnamed_base_\(id)" : name
+        let type = btf.types[Int(id)]
+        return type.hasName ? type.name : "unnamed_base_\(id)"
     }
 
     // MARK: Declared types of symbols
 
     /// The descriptor and byte size of a declared C type, or nil when this kernel's BTF lacks it.
-    mutating func resolve(_ declared: DeclaredType, address: UInt64, nextAddress: UInt64?, kernel: (Int, Int)?) -> (
+    func resolve(_ declared: DeclaredType, address: UInt64, nextAddress: UInt64?, kernel: (Int, Int)?) -> (
         json: [UInt8], size: UInt64?
     )? {
         func named(_ kind: BTFKind, _ name: String) -> UInt32? { firstByName[kind]?[name] }
@@ -184,7 +182,7 @@ struct ISFWriter {
         case .anonymousStructure(let members):
             let id = btf.types.indices.first { index in
                 let type = btf.types[index]
-                return type.kind == .structure && type.name.isEmpty && type.members.map(\.name) == members
+                return type.kind == .structure && !type.hasName && type.members.map(\.name) == members
             }
             return fromID(id.map(UInt32.init))
         case .pointer(let target):
@@ -225,23 +223,23 @@ struct ISFWriter {
     /// pass instead of through a dictionary of some 50,000 names.
     ///
     /// - Throws: `BTFError` for a variable whose type cannot be described.
-    mutating func btfSymbolIDs() throws(BTFError) -> [UInt32] {
+    func btfSymbolIDs() throws(BTFError) -> [UInt32] {
         var ids: [UInt32] = []
-        for (index, type) in btf.types.enumerated() where !type.name.isEmpty {
+        for (index, type) in btf.types.enumerated() where type.hasName {
             guard type.kind == .variable || type.kind == .function else { continue }
             if type.kind == .variable { _ = try descriptor(of: type.sizeOrType) }
             ids.append(UInt32(index))
         }
         let types = btf.types
         ids.sort { left, right in
-            let order = compareUTF8(types[Int(left)].name, types[Int(right)].name)
+            let order = types.compareNames(Int(left), Int(right))
             return order != 0 ? order < 0 : left < right
         }
         var chosen: [UInt32] = []
         var start = 0
         while start < ids.count {
             var end = start + 1
-            while end < ids.count && compareUTF8(types[Int(ids[start])].name, types[Int(ids[end])].name) == 0 { end += 1 }
+            while end < ids.count && types.compareNames(Int(ids[start]), Int(ids[end])) == 0 { end += 1 }
             let group = ids[start..<end]
             chosen.append(group.last { types[Int($0)].kind == .variable } ?? ids[start])
             start = end
@@ -250,7 +248,7 @@ struct ISFWriter {
     }
 
     /// The type descriptor of a symbol's BTF variable or function (an id from `btfSymbolIDs`).
-    mutating func symbolType(_ id: UInt32) throws(BTFError) -> [UInt8] {
+    func symbolType(_ id: UInt32) throws(BTFError) -> [UInt8] {
         let type = btf.types[Int(id)]
         return type.kind == .variable ? try descriptor(of: type.sizeOrType) : Self.function
     }
@@ -269,7 +267,7 @@ struct ISFWriter {
 
     /// The ISF document up to its symbols, into `json`; `writeSymbol` and `writeEnd` finish it,
     /// so that the symbols (hundreds of thousands) are written as they are read, never gathered.
-    mutating func writeStart(into json: inout JSONWriter, producerVersion: String, sources: [ISFSource]) throws(BTFError)
+    func writeStart(into json: inout JSONWriter, producerVersion: String, sources: [ISFSource]) throws(BTFError)
         -> Counts
     {
         var counts = Counts()
@@ -359,7 +357,7 @@ struct ISFWriter {
         return written.count
     }
 
-    private mutating func writeUserTypes(_ json: inout JSONWriter) throws(BTFError) -> Int {
+    private func writeUserTypes(_ json: inout JSONWriter) throws(BTFError) -> Int {
         json.raw(#""user_types":{"#)
         var count = 0
         for (index, type) in btf.types.enumerated() where type.kind == .structure || type.kind == .union {
@@ -380,7 +378,7 @@ struct ISFWriter {
         return count
     }
 
-    private mutating func writeMember(
+    private func writeMember(
         _ json: inout JSONWriter, _ member: BTFMember, position: Int, of owner: UInt32, structSize: UInt32
     ) throws(BTFError) {
         func bad(_ detail: String) -> BTFError {
@@ -410,7 +408,7 @@ struct ISFWriter {
         if width == 0 {
             guard bitOffset % 8 == 0 else { throw bad("bit offset \(bitOffset) is not on a byte boundary") }
             json.raw(#"{"type":"#)
-            json.raw(try descriptor(of: member.type))
+            try writeDescriptor(of: member.type, into: &json)
             json.raw(#","offset":"#)
             json.number(bitOffset / 8)
             if anonymous { json.raw(#","anonymous":true"#) }
@@ -442,7 +440,7 @@ struct ISFWriter {
         json.raw(#","bit_length":"#)
         json.number(width)
         json.raw(#","type":"#)
-        json.raw(try descriptor(of: resolved))
+        try writeDescriptor(of: resolved, into: &json)
         json.raw(#"},"offset":"#)
         json.number(unit)
         json.raw("}")
@@ -451,7 +449,7 @@ struct ISFWriter {
     private func writeEnums(_ json: inout JSONWriter) -> Int {
         // Base types per (size, signed): prefer kind int, then the shortest name.
         var bases: [String: String] = [:]
-        for type in btf.types where type.kind == .int && !type.name.isEmpty {
+        for type in btf.types where type.kind == .int && type.hasName {
             guard case .integer(let encoding, _, _) = type.detail, encoding & (BTFType.boolEncoding | BTFType.charEncoding) == 0
             else { continue }
             let isChar = type.sizeOrType == 1 && type.name.hasSuffix("char")
@@ -495,7 +493,7 @@ extension BTF {
     ///
     /// - Throws: `BTFError` for types that cannot be described (a bitfield of a struct, say).
     public func isfTypes() throws(BTFError) -> [UInt8] {
-        var writer = try ISFWriter(btf: self)
+        let writer = try ISFWriter(btf: self)
         _ = try writer.btfSymbolIDs()
         var json = JSONWriter(capacity: 48 << 20)
         _ = try writer.writeStart(into: &json, producerVersion: "0.0.0", sources: [])

@@ -218,7 +218,7 @@ public enum KernelSymbols {
         var notes: [String] = []
         let addresses = try chooseAddresses(sources, banner: banner, btf: btf, notes: &notes)
         let offset = kaslrOffset(sources, addresses: addresses, banner: banner, notes: &notes)
-        var writer: ISFWriter
+        let writer: ISFWriter
         do {
             writer = try ISFWriter(btf: btf)
         } catch {
@@ -295,12 +295,12 @@ public enum KernelSymbols {
         for (position, index) in list.byName.enumerated() {
             let name = list.name(at: Int(index))
             // Both are in name order: the BTF names before this one have no symbol.
-            while nextBTF < btfSymbols.count && compareUTF8(writer.btf.types[Int(btfSymbols[nextBTF])].name, name) < 0 {
+            while nextBTF < btfSymbols.count && writer.btf.types.compareName(Int(btfSymbols[nextBTF]), with: name) < 0 {
                 nextBTF += 1
             }
             var type = declared[name]
             if type == nil, nextBTF < btfSymbols.count,
-                compareUTF8(writer.btf.types[Int(btfSymbols[nextBTF])].name, name) == 0
+                writer.btf.types.compareName(Int(btfSymbols[nextBTF]), with: name) == 0
             {
                 do {
                     type = try writer.symbolType(btfSymbols[nextBTF])
@@ -332,8 +332,8 @@ public enum KernelSymbols {
             typedSymbolCount: typedSymbolCount, notes: notes)
     }
 
-    /// The BTF at `path`, parsed, and the file's SHA-256. The file's bytes are let go here:
-    /// what follows needs only the parsed types, and every megabyte held is host memory overwritten.
+    /// The BTF at `path`, checked, and the file's SHA-256. Its types are read from the file's
+    /// bytes as they are used: the smallest form that holds them.
     static func readBTF(_ path: String) throws(SymbolTableError) -> (BTF, sha256: String) {
         let bytes: [UInt8]
         do {

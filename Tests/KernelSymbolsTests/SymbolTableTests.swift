@@ -323,7 +323,7 @@ struct SymbolTableTests {
         b.record(.function, "f", vlen: 1, sizeOrType: 3)  // 7
         b.record(.function, "f", vlen: 1, sizeOrType: 3)  // 8
         b.record(.variable, "B", sizeOrType: 1, extra: [1])  // 9: "B" < "f" < "v" by bytes
-        var writer = try ISFWriter(btf: try BTF(bytes: b.bytes()))
+        let writer = try ISFWriter(btf: try BTF(bytes: b.bytes()))
         let ids = try writer.btfSymbolIDs()
         #expect(ids == [9, 7, 6])
         #expect(String(decoding: try writer.symbolType(6), as: UTF8.self) == #"{"kind":"base","name":"long int"}"#)
