@@ -41,8 +41,10 @@ public final class ImageFile: ImageSink {
     ///   - direct: write a regular file around the page cache (`O_DIRECT`) where its
     ///     filesystem allows it: the image then fills no memory of the examined host but
     ///     one 1 MiB buffer; elsewhere (tmpfs) as `streamOut` says.
+    ///   - newOnly: only create the file (`O_EXCL`): `EEXIST` when anything, a symlink
+    ///     included, is at the path.
     /// - Throws: `OutputError` naming the path and errno; `ELOOP` means a symlink was refused.
-    public init(path: String, sideFile: Bool = false, direct: Bool = false) throws(OutputError) {
+    public init(path: String, sideFile: Bool = false, direct: Bool = false, newOnly: Bool = false) throws(OutputError) {
         self.path = path
         if Self.isStandardOutputPath(path) {
             isStandardOutput = true
@@ -56,7 +58,7 @@ public final class ImageFile: ImageSink {
         // A side file is opened for reading too, to look at what it would replace.
         let opened: FileDescriptor
         do {
-            opened = try Self.open(path, mode: sideFile ? .readWrite : .writeOnly)
+            opened = try Self.open(path, mode: sideFile ? .readWrite : .writeOnly, newOnly: newOnly)
         } catch {
             throw OutputError(.create, path: path, errno: error)
         }
@@ -91,11 +93,12 @@ public final class ImageFile: ImageSink {
     }
 
     /// Opens or creates `path` without following a symlink there, mode 0600 when created.
-    private static func open(_ path: String, mode: FileDescriptor.AccessMode) throws(Errno) -> FileDescriptor {
+    private static func open(_ path: String, mode: FileDescriptor.AccessMode, newOnly: Bool) throws(Errno) -> FileDescriptor {
         do {
+            var options: FileDescriptor.OpenOptions = [.create, .noFollow, .closeOnExec]
+            if newOnly { options.insert(.exclusiveCreate) }
             return try FileDescriptor.open(
-                FilePath(path), mode, options: [.create, .noFollow, .closeOnExec], permissions: .ownerReadWrite,
-                retryOnInterrupt: true)
+                FilePath(path), mode, options: options, permissions: .ownerReadWrite, retryOnInterrupt: true)
         } catch {
             throw error as? Errno ?? .ioError
         }

@@ -46,9 +46,6 @@ struct ISFWriter {
     /// ISF names of enums, by type id.
     private var enumNames: [UInt32: String] = [:]
     private let endian: String
-    /// First type id of each name, per kind, for looking up declared types: only the kinds
-    /// `resolve` looks up (not the tens of thousands of functions).
-    private var firstByName: [BTFKind: [String: UInt32]] = [:]
 
     init(btf: BTF) throws(BTFError) {
         self.btf = btf
@@ -77,21 +74,18 @@ struct ISFWriter {
         for pass in [false, true] {
             for (index, type) in btf.types.enumerated().dropFirst() where type.hasName != pass {
                 let id = UInt32(index)
-                let name = pass ? "" : type.name
                 switch type.kind {
                 case .structure, .union:
                     let base =
-                        pass ? typedefNames[id] ?? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : name
+                        pass
+                        ? typedefNames[id] ?? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : type.name
                     userNames[id] = assign(base, id, in: &userTaken)
                 case .enumeration, .enum64:
-                    enumNames[id] = assign(pass ? typedefNames[id] ?? "unnamed_enum_\(id)" : name, id, in: &enumTaken)
-                    continue
-                case .int, .float, .typedef:
-                    break
+                    enumNames[id] = assign(
+                        pass ? typedefNames[id] ?? "unnamed_enum_\(id)" : type.name, id, in: &enumTaken)
                 default:
-                    continue
+                    break
                 }
-                if !pass && firstByName[type.kind]?[name] == nil { firstByName[type.kind, default: [:]][name] = id }
             }
         }
         // A forward declaration stands for the definition of the same tag, when there is one.
@@ -159,11 +153,28 @@ struct ISFWriter {
 
     // MARK: Declared types of symbols
 
+    /// The first type id of each name, per kind, for `resolve`: only the kinds it looks up (not
+    /// the tens of thousands of functions). Made for the declared types and let go before the
+    /// table is written, whose memory is at its peak then.
+    struct TypeIndex {
+        fileprivate var firstByName: [BTFKind: [String: UInt32]] = [:]
+    }
+
+    func typeIndex() -> TypeIndex {
+        var index = TypeIndex()
+        for (id, type) in btf.types.enumerated().dropFirst() where type.hasName {
+            guard [.int, .float, .structure, .union, .typedef].contains(type.kind) else { continue }
+            let name = type.name
+            if index.firstByName[type.kind]?[name] == nil { index.firstByName[type.kind, default: [:]][name] = UInt32(id) }
+        }
+        return index
+    }
+
     /// The descriptor and byte size of a declared C type, or nil when this kernel's BTF lacks it.
-    func resolve(_ declared: DeclaredType, address: UInt64, nextAddress: UInt64?, kernel: (Int, Int)?) -> (
-        json: [UInt8], size: UInt64?
-    )? {
-        func named(_ kind: BTFKind, _ name: String) -> UInt32? { firstByName[kind]?[name] }
+    func resolve(_ declared: DeclaredType, in index: TypeIndex, address: UInt64, nextAddress: UInt64?, kernel: (Int, Int)?)
+        -> (json: [UInt8], size: UInt64?)?
+    {
+        func named(_ kind: BTFKind, _ name: String) -> UInt32? { index.firstByName[kind]?[name] }
         func fromID(_ id: UInt32?) -> ([UInt8], UInt64?)? {
             guard let id, let json = try? descriptor(of: id) else { return nil }
             return (json, btf.size(of: id))
@@ -186,10 +197,10 @@ struct ISFWriter {
             }
             return fromID(id.map(UInt32.init))
         case .pointer(let target):
-            guard let inner = resolve(target, address: address, nextAddress: nil, kernel: kernel) else { return nil }
+            guard let inner = resolve(target, in: index, address: address, nextAddress: nil, kernel: kernel) else { return nil }
             return (Array(#"{"kind":"pointer","subtype":"#.utf8) + inner.json + [0x7d], UInt64(btf.pointerSize))
         case .array(let element, let count):
-            guard let inner = resolve(element, address: address, nextAddress: nil, kernel: kernel) else { return nil }
+            guard let inner = resolve(element, in: index, address: address, nextAddress: nil, kernel: kernel) else { return nil }
             let elements: UInt64
             switch count {
             case .fixed(let value):
@@ -211,7 +222,9 @@ struct ISFWriter {
             return (json.bytes, total?.overflow == false ? total?.partialValue : nil)
         case .firstOf(let choices):
             for choice in choices {
-                if let found = resolve(choice, address: address, nextAddress: nextAddress, kernel: kernel) { return found }
+                if let found = resolve(choice, in: index, address: address, nextAddress: nextAddress, kernel: kernel) {
+                    return found
+                }
             }
             return nil
         }

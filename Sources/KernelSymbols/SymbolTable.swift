@@ -249,15 +249,18 @@ public enum KernelSymbols {
         /// The types Volatility reads symbols with, where BTF has none or another.
         var declared: [String: [UInt8]] = [:]
         var unresolved: [String] = []
-        for entry in volatilityTypedSymbols {
-            guard let symbol = list.symbol(named: entry.name) else { continue }
-            let address = linkTime.address(symbol.address)
-            if let resolved = writer.resolve(
-                entry.type, address: address, nextAddress: next(after: address), kernel: banner.version)
-            {
-                declared[entry.name] = resolved.json
-            } else {
-                unresolved.append(entry.name)
+        do {
+            let index = writer.typeIndex()
+            for entry in volatilityTypedSymbols {
+                guard let symbol = list.symbol(named: entry.name) else { continue }
+                let address = linkTime.address(symbol.address)
+                if let resolved = writer.resolve(
+                    entry.type, in: index, address: address, nextAddress: next(after: address), kernel: banner.version)
+                {
+                    declared[entry.name] = resolved.json
+                } else {
+                    unresolved.append(entry.name)
+                }
             }
         }
         if !unresolved.isEmpty {

@@ -211,8 +211,12 @@ public struct RecordPipeline: Sendable {
     }
 
     /// Workers and slots for this run: as many of the requested threads as the
-    /// budget holds (at least one), and for compressed output up to four extra
-    /// slots, which let the writer hold incompressible runs back for joining. LiME
+    /// budget holds (at least one), and for compressed output up to two extra
+    /// slots, which let the writer hold incompressible runs back for joining (longer
+    /// runs are copied out, `Writer.spill`). Every slot fills to its size over a capture:
+    /// four extra changed about 2.5 MiB more of the 6.1 guest's memory than none (12.8 MiB
+    /// beyond idle against 15.4, `--no-symbols --compress`, two runs each), and two were as
+    /// fast as four on the host (a 1 GiB raw-file capture, median of 5). LiME
     /// runs have four slots beyond the workers' (the writer's, the hasher's, two
     /// ahead): twice the workers' plus four was no faster (a 1 GiB raw-file capture
     /// on the host, median 1.19 s of 5 either way; 5.8 s in the 6.1 guest) and held
@@ -225,7 +229,7 @@ public struct RecordPipeline: Sendable {
             var workers = threads
             while workers > 1 && workers * input + (workers + 2) * slot > memoryBudget { workers -= 1 }
             let spare = memoryBudget - workers * input - (workers + 2) * slot
-            let extra = max(0, min(4, spare / slot))
+            let extra = max(0, min(2, spare / slot))
             var layout = PipelineLayout(workers: workers, slots: workers + 2 + extra, slotBytes: slot, workerBytes: input)
             layout.joinBytes = max(0, min(Self.joinBytes, memoryBudget - layout.totalBytes))
             return layout

@@ -250,7 +250,7 @@ struct AcquisitionTests {
         #expect(entry.missing == true && entry.reason?.isEmpty == false && entry.path == nil)
     }
 
-    /// The table is whole before its file is touched: one that fails leaves an earlier table be.
+    /// Over an existing file the table is whole before the file is touched: one that fails leaves an earlier table be.
     @Test func aTableThatFailsLeavesTheFileItWouldReplace() throws {
         let earlier = directory.write("earlier.isf.json.gz", Array("an earlier table".utf8))
         let sources = SymbolSources(btf: directory["no-btf"], kallsyms: nil, banner: directory["no-version"])
@@ -262,6 +262,17 @@ struct AcquisitionTests {
             #expect(!cause.isUnwritable)
         }
         #expect(directory.read("earlier.isf.json.gz") == Array("an earlier table".utf8))
+    }
+
+    /// A new file is written as the table is made; over an existing one the table is held
+    /// until whole: the same table either way.
+    @Test func aTableIsTheSameWrittenNewOrOverAnEarlierFile() throws {
+        let new = try makeSymbolTable(from: Self.symbolFixtures, at: directory["new.isf.json.gz"])
+        let earlier = directory.write("earlier.isf.json.gz", Array("an earlier table".utf8))
+        let replaced = try makeSymbolTable(from: Self.symbolFixtures, at: earlier)
+        let bytes = try #require(directory.read("new.isf.json.gz"))
+        #expect(new == replaced && bytes.count == new.size && bytes.starts(with: [0x1f, 0x8b]))
+        #expect(directory.read("earlier.isf.json.gz") == bytes)
     }
 
     @Test func aSymbolTablePathThatNamesTheImageOrTheManifestIsRefused() throws {
