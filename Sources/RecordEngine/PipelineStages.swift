@@ -428,8 +428,8 @@ struct Worker<Producer: BlockProducer>: Sendable {
         spent.zeroCheck += lap(&clock)
     }
 
-    /// AVML: reads the block piece by piece and compresses each piece while it is
-    /// in cache, leaving header, stream and trailer in `output`. The zero check is
+    /// AVML: reads the block piece by piece (`input`'s size at a time) and compresses each
+    /// piece while it is in cache, leaving header, stream and trailer in `output`. The zero check is
     /// fused with compression: each 64 KiB chunk is checked just before it would be
     /// compressed, and an all-zero chunk (free memory, mostly) becomes a copy of one
     /// precomputed chunk instead. Zero chunks that start the block wait until a
@@ -446,7 +446,7 @@ struct Worker<Producer: BlockProducer>: Sendable {
         var offset = 0
         var clock = monotonicSeconds()
         while offset < unit.count {
-            let count = min(RecordPipeline.piece, unit.count - offset)
+            let count = min(input.count, unit.count - offset)
             let piece: UnsafeRawBufferPointer
             if let reader {
                 let target = UnsafeMutableRawBufferPointer(rebasing: input[..<count])
