@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""footprint.py OUT: how much of the guest's memory each measured step changed (issue 27).
+"""footprint.py OUT [TARGET_MIB]: how much of the guest's memory each measured step changed (issue 27).
 
 OUT is a run.sh output whose steps asked guestctl.py for snapshots around each measured
 command: "AVML-GUEST-SNAPSHOT NAME-before", the command, "AVML-GUEST-SNAPSHOT NAME-after"
@@ -7,7 +7,8 @@ command: "AVML-GUEST-SNAPSHOT NAME-before", the command, "AVML-GUEST-SNAPSHOT NA
 the step between its two snapshot steps; "idle" is the guest doing nothing for a while.
 Prints, per pair, the pages that differ, in MiB and as a share of System RAM, the window's
 length (the steps' own timing), and, for commands, what they changed beyond the idle rate
-for as long. Exits 1 when a pair or its timing is missing.
+for as long, and with TARGET_MIB whether an `avml acquire` stayed within it (said, not judged:
+the rows move by a MiB or two between runs). Exits 1 when a pair or its timing is missing.
 """
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def steps(out: Path) -> list[tuple[str, float]]:
 
 def main() -> int:
     out = Path(sys.argv[1])
+    target = float(sys.argv[2]) if len(sys.argv) > 2 else None
     snapshots = out / "snapshots"
     all_steps = steps(out)
     marker = "AVML-GUEST-SNAPSHOT "
@@ -67,7 +69,9 @@ def main() -> int:
             continue
         beyond = max(0.0, pages - idle_rate * seconds)
         print(f"footprint: `{command}` ({seconds:.1f} s): {pages} pages ({pages * PAGE / 2**20:.1f} MiB, "
-              f"{100 * pages / total:.2f}%) changed; {beyond * PAGE / 2**20:.1f} MiB beyond idle for as long")
+              f"{100 * pages / total:.2f}%) changed; {beyond * PAGE / 2**20:.1f} MiB beyond idle for as long"
+              + (f" (target {target:g} MiB: {'met' if beyond * PAGE / 2**20 <= target else 'NOT met'})"
+                 if target is not None and "avml acquire" in command else ""))
     return 0
 
 
