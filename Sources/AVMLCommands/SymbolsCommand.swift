@@ -62,7 +62,7 @@ public struct Symbols: ParsableCommand {
         do {
             table = try makeSymbolTable(from: sources, at: destination)
         } catch {
-            if case .source(let cause as SymbolTableError) = error, !cause.isUnwritable { throw CommandFailure(cause) }
+            if case .source(let cause as SymbolTableError) = error { throw CommandFailure(cause) }
             throw CommandFailure(error)
         }
         for note in table.notes { warn(note) }

@@ -345,7 +345,7 @@ public struct MemoryCapture {
         do {
             table = try makeSymbolTable(from: symbolSources, at: symbolsPath)
         } catch {
-            if case .source(let cause as SymbolTableError) = error, !cause.isUnwritable {
+            if case .source(let cause as SymbolTableError) = error {
                 warn("no symbol table for this kernel: \(cause)")
                 return SymbolsManifestEntry(error: cause)
             }

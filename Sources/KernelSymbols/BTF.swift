@@ -258,7 +258,7 @@ final class BTFFile: Sendable {
     /// The bytes of the NUL-terminated name at a string offset (checked when the file was read).
     func stringRange(at offset: UInt32) -> Range<Int> {
         let start = stringStart + Int(offset)
-        let end = bytes[start..<stringEnd].firstIndex(of: 0) ?? stringEnd
+        let end = Reader.nul(in: bytes, start..<stringEnd) ?? stringEnd
         return start..<end
     }
 
@@ -573,12 +573,21 @@ private struct Reader {
         stringEnd = strings.upperBound
     }
 
+    /// The 32-bit word at `at` (inside `bytes`: every caller checked the record or header first).
     static func u32(_ bytes: [UInt8], _ at: Int, _ order: BTF.ByteOrder) -> UInt32 {
-        let b0 = UInt32(bytes[at])
-        let b1 = UInt32(bytes[at + 1])
-        let b2 = UInt32(bytes[at + 2])
-        let b3 = UInt32(bytes[at + 3])
-        return order == .little ? b0 | b1 << 8 | b2 << 16 | b3 << 24 : b3 | b2 << 8 | b1 << 16 | b0 << 24
+        precondition(at >= 0 && at <= bytes.count - 4, "BTF read outside its checked bounds")
+        let raw = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) }
+        return order == .little ? UInt32(littleEndian: raw) : UInt32(bigEndian: raw)
+    }
+
+    /// Where the first NUL in `bytes[range]` is, if any (memchr: names are looked up often).
+    static func nul(in bytes: [UInt8], _ range: Range<Int>) -> Int? {
+        precondition(range.lowerBound >= 0 && range.upperBound <= bytes.count, "BTF read outside its checked bounds")
+        guard !range.isEmpty else { return nil }
+        return bytes.withUnsafeBytes { raw -> Int? in
+            guard let base = raw.baseAddress, let found = memchr(base + range.lowerBound, 0, range.count) else { return nil }
+            return base.distance(to: UnsafeRawPointer(found))
+        }
     }
 
     func u32(_ at: Int) -> UInt32 { Self.u32(bytes, at, byteOrder) }
@@ -592,7 +601,7 @@ private struct Reader {
                 .types, typeID: typeID, offset: position,
                 "\(role()) name offset \(offset) is past the end of the \(stringEnd - stringStart)-byte string section")
         }
-        guard bytes[start..<stringEnd].contains(0) else {
+        guard Self.nul(in: bytes, start..<stringEnd) != nil else {
             throw BTFError(
                 .strings, typeID: typeID, offset: start, "\(role()) name at string offset \(offset) has no terminating NUL")
         }

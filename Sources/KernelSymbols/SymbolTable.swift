@@ -95,12 +95,6 @@ public struct SymbolTableError: Error, Sendable, Equatable, CustomStringConverti
         self.reason = reason
     }
 
-    /// Whether the table's destination failed, not the kernel's files.
-    public var isUnwritable: Bool {
-        if case .unwritable = reason { return true }
-        return false
-    }
-
     static let dwarf2jsonAdvice =
         "make the table on an analysis machine instead, from the distribution's debug kernel for this release "
         + "(Debian: linux-image-RELEASE-dbg; Ubuntu: linux-image-RELEASE-dbgsym; RHEL, Fedora: kernel-debuginfo) with "
@@ -168,21 +162,6 @@ public enum KernelSymbols {
     static let maximumBTFBytes = 256 << 20
     static let maximumSymbolFileBytes = 256 << 20
     static let maximumBannerBytes = 64 << 10
-
-    /// The table for the running kernel: /sys/kernel/btf/vmlinux, /proc/kallsyms (or
-    /// /boot/System.map-RELEASE when kallsyms hides addresses or lists functions only),
-    /// /proc/version, and /proc/kcore's VMCOREINFO for the KASLR offset.
-    ///
-    /// - Parameters:
-    ///   - producerVersion: avml's version, recorded as the table's producer.
-    ///   - write: takes the gzip file's bytes, in order, as they are made.
-    /// - Returns: what went into the table.
-    /// - Throws: `SymbolTableError` saying what was missing and what the analyst needs instead.
-    public static func live(
-        producerVersion: String, writingTo write: @escaping (UnsafeRawBufferPointer) throws -> Void
-    ) throws(SymbolTableError) -> SymbolTable {
-        try make(from: .live, producerVersion: producerVersion, writingTo: write)
-    }
 
     /// The kernel banner the table would be made for: what names a table by its release.
     /// - Throws: `SymbolTableError` when the banner file cannot be read or is not a banner.
