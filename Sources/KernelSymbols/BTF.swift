@@ -278,16 +278,15 @@ public struct BTFTypes: RandomAccessCollection, Sendable {
         BTFType(file, record: id == 0 ? nil : Int(file.records[id - 1]))
     }
 
-    /// memcmp order of two types' names, as `compareUTF8` orders strings.
+    /// memcmp order of two types' names: the byte order `SymbolList.byName` sorts names in.
     func compareNames(_ left: Int, _ right: Int) -> Int {
         compare(self[left].nameRange, self[right].nameRange)
     }
 
-    /// memcmp order of a type's name and `other`.
-    func compareName(_ id: Int, with other: String) -> Int {
-        var other = other
+    /// memcmp order of a type's name and `other`'s UTF-8 bytes.
+    func compareName(_ id: Int, with other: ArraySlice<UInt8>) -> Int {
         let range = self[id].nameRange
-        return other.withUTF8 { text in
+        return other.withUnsafeBufferPointer { text in
             file.bytes.withUnsafeBufferPointer { bytes in
                 let common = Swift.min(range.count, text.count)
                 if common > 0, let base = bytes.baseAddress, let second = text.baseAddress {

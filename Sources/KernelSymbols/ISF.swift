@@ -22,15 +22,6 @@
 
 import FoundationEssentials
 
-/// A symbol as it goes into the table: its link-time address and what is known of its type.
-struct ISFSymbol {
-    var name: String
-    var address: UInt64
-    /// A type descriptor in JSON, when one is known.
-    var type: [UInt8]?
-    var constantData: [UInt8]?
-}
-
 /// Where the symbol addresses came from, for the ISF's metadata.
 struct ISFSource {
     var name: String
@@ -260,13 +251,15 @@ struct ISFWriter {
         return chosen
     }
 
-    /// The type descriptor of a symbol's BTF variable or function (an id from `btfSymbolIDs`).
-    func symbolType(_ id: UInt32) throws(BTFError) -> [UInt8] {
+    /// Writes the type descriptor of a symbol's BTF variable or function (an id from `btfSymbolIDs`).
+    func writeSymbolType(_ id: UInt32, into json: inout JSONWriter) throws(BTFError) {
         let type = btf.types[Int(id)]
-        return type.kind == .variable ? try descriptor(of: type.sizeOrType) : Self.function
+        if type.kind == .variable {
+            try writeDescriptor(of: type.sizeOrType, into: &json)
+        } else {
+            json.raw(#"{"kind":"function"}"#)
+        }
     }
-
-    private static let function = Array(#"{"kind":"function"}"#.utf8)
 
     // MARK: The document
 
@@ -305,19 +298,23 @@ struct ISFWriter {
         return counts
     }
 
-    /// One symbol; `first` for the first one written.
-    static func writeSymbol(_ symbol: ISFSymbol, first: Bool, into json: inout JSONWriter) {
+    /// One symbol: its name (UTF-8), link-time address and, when known, its type, which
+    /// `writeType` writes as a descriptor (nil: untyped); `first` for the first one written.
+    static func writeSymbol(
+        name: ArraySlice<UInt8>, address: UInt64, constantData: [UInt8]? = nil, first: Bool, into json: inout JSONWriter,
+        writeType: ((inout JSONWriter) throws(BTFError) -> Void)?
+    ) throws(BTFError) {
         if !first { json.byte(0x2c) }
-        json.key(symbol.name)
+        json.key(name)
         json.raw(#"{"address":"#)
-        json.number(symbol.address)
-        if let type = symbol.type {
+        json.number(address)
+        if let writeType {
             json.raw(#","type":"#)
-            json.raw(type)
+            try writeType(&json)
         }
-        if let data = symbol.constantData {
+        if let constantData {
             json.raw(#","constant_data":"#)
-            json.string(Data(data).base64EncodedString())
+            json.string(Data(constantData).base64EncodedString())
         }
         json.raw("}")
     }

@@ -65,22 +65,31 @@ struct JSONWriter {
 
     /// A quoted string; quotes, backslashes and control characters escaped (RFC 8259).
     mutating func string(_ text: String) {
+        var text = text
+        text.withUTF8 { string($0) }
+    }
+
+    /// A quoted string of UTF-8 bytes, escaped as `string(_: String)` escapes.
+    mutating func string(_ utf8: UnsafeBufferPointer<UInt8>) {
         spill()
         bytes.append(0x22)
-        var text = text
-        text.withUTF8 { utf8 in
-            for byte in utf8 {
-                switch byte {
-                case 0x22, 0x5c:
-                    bytes.append(0x5c)
-                    bytes.append(byte)
-                case 0x00..<0x20, 0x7f:
-                    bytes.append(contentsOf: [
-                        0x5c, 0x75, 0x30, 0x30, Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0xf)],
-                    ])
-                default:
-                    bytes.append(byte)
-                }
+        // Names almost never need escaping: copied whole when none does.
+        if !utf8.contains(where: { $0 == 0x22 || $0 == 0x5c || $0 < 0x20 || $0 == 0x7f }) {
+            bytes.append(contentsOf: utf8)
+            bytes.append(0x22)
+            return
+        }
+        for byte in utf8 {
+            switch byte {
+            case 0x22, 0x5c:
+                bytes.append(0x5c)
+                bytes.append(byte)
+            case 0x00..<0x20, 0x7f:
+                bytes.append(contentsOf: [
+                    0x5c, 0x75, 0x30, 0x30, Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0xf)],
+                ])
+            default:
+                bytes.append(byte)
             }
         }
         bytes.append(0x22)
@@ -89,6 +98,12 @@ struct JSONWriter {
     /// `"key":`
     mutating func key(_ text: String) {
         string(text)
+        bytes.append(0x3a)
+    }
+
+    /// `"key":` from UTF-8 bytes.
+    mutating func key(_ utf8: ArraySlice<UInt8>) {
+        utf8.withUnsafeBufferPointer { string($0) }
         bytes.append(0x3a)
     }
 

@@ -41,22 +41,6 @@ public struct SymbolFileError: Error, Sendable, Equatable, CustomStringConvertib
     }
 }
 
-/// Negative, zero or positive as `left` sorts before, with or after `right`, UTF-8 byte by
-/// byte: the order of `SymbolList.byName`.
-func compareUTF8(_ left: String, _ right: String) -> Int {
-    var (left, right) = (left, right)
-    return left.withUTF8 { a in
-        right.withUTF8 { b in
-            let common = Swift.min(a.count, b.count)
-            if common > 0, let first = a.baseAddress, let second = b.baseAddress {
-                let result = memcmp(first, second, common)
-                if result != 0 { return Int(result) }
-            }
-            return a.count - b.count
-        }
-    }
-}
-
 /// The kernel's own symbols of one kallsyms or System.map file, in file order. A module's
 /// lines are checked and counted, not kept: the table describes the kernel.
 ///
@@ -108,12 +92,21 @@ public struct SymbolList: Sendable, RandomAccessCollection {
     func address(at index: Int) -> UInt64 { addresses[index] }
 
     func name(at index: Int) -> String {
-        let start = index == 0 ? 0 : Int(nameEnds[index - 1])
-        return String(decoding: names[start..<Int(nameEnds[index])], as: UTF8.self)
+        String(decoding: nameBytes(at: index), as: UTF8.self)
+    }
+
+    /// A symbol's name as its UTF-8 bytes, without making a String.
+    func nameBytes(at index: Int) -> ArraySlice<UInt8> {
+        names[(index == 0 ? 0 : Int(nameEnds[index - 1]))..<Int(nameEnds[index])]
     }
 
     /// The kernel's symbol of that name: the first global one, else the first.
     public func symbol(named name: String) -> KernelSymbol? {
+        index(named: name).map { self[$0] }
+    }
+
+    /// Where the kernel's symbol of that name is: the first global one, else the first.
+    func index(named name: String) -> Int? {
         let key = Array(name.utf8)
         return key.withUnsafeBufferPointer { key in
             withNames { names in
@@ -124,7 +117,7 @@ public struct SymbolList: Sendable, RandomAccessCollection {
                     if names.compare(Int(byName[middle]), key) < 0 { low = middle + 1 } else { high = middle }
                 }
                 guard low < byName.count, names.compare(Int(byName[low]), key) == 0 else { return nil }
-                return self[Int(byName[low])]
+                return Int(byName[low])
             }
         }
     }

@@ -226,17 +226,18 @@ public enum KernelSymbols {
             throw SymbolTableError(.badBTF(path: sources.btf, error))
         }
         /// The types Volatility reads symbols with, where BTF has none or another.
-        var declared: [String: [UInt8]] = [:]
+        /// By the symbol's index in `list`.
+        var declared: [Int: [UInt8]] = [:]
         var unresolved: [String] = []
         do {
             let index = writer.typeIndex()
             for entry in volatilityTypedSymbols {
-                guard let symbol = list.symbol(named: entry.name) else { continue }
-                let address = linkTime.address(symbol.address)
+                guard let symbol = list.index(named: entry.name) else { continue }
+                let address = linkTime.address(list.address(at: symbol))
                 if let resolved = writer.resolve(
                     entry.type, in: index, address: address, nextAddress: next(after: address), kernel: banner.version)
                 {
-                    declared[entry.name] = resolved.json
+                    declared[symbol] = resolved.json
                 } else {
                     unresolved.append(entry.name)
                 }
@@ -274,28 +275,31 @@ public enum KernelSymbols {
         }
         var typedSymbolCount = 0
         var nextBTF = 0
+        let bannerIndex = list.index(named: "linux_banner")
         for (position, index) in list.byName.enumerated() {
-            let name = list.name(at: Int(index))
+            let symbol = Int(index)
+            // Names as bytes, never a String each: there are up to 250,000.
+            let name = list.nameBytes(at: symbol)
             // Both are in name order: the BTF names before this one have no symbol.
             while nextBTF < btfSymbols.count && writer.btf.types.compareName(Int(btfSymbols[nextBTF]), with: name) < 0 {
                 nextBTF += 1
             }
-            var type = declared[name]
-            if type == nil, nextBTF < btfSymbols.count,
-                writer.btf.types.compareName(Int(btfSymbols[nextBTF]), with: name) == 0
-            {
-                do {
-                    type = try writer.symbolType(btfSymbols[nextBTF])
-                } catch {
-                    throw SymbolTableError(.badBTF(path: sources.btf, error))
-                }
+            var writeType: ((inout JSONWriter) throws(BTFError) -> Void)?
+            if let json = declared[symbol] {
+                writeType = { $0.raw(json) }
+            } else if nextBTF < btfSymbols.count, writer.btf.types.compareName(Int(btfSymbols[nextBTF]), with: name) == 0 {
+                let id = btfSymbols[nextBTF]
+                writeType = { (json) throws(BTFError) in try writer.writeSymbolType(id, into: &json) }
             }
-            if type != nil { typedSymbolCount += 1 }
-            ISFWriter.writeSymbol(
-                ISFSymbol(
-                    name: name, address: linkTime.address(list.address(at: Int(index))), type: type,
-                    constantData: name == "linux_banner" ? banner.constantData : nil),
-                first: position == 0, into: &json)
+            if writeType != nil { typedSymbolCount += 1 }
+            do {
+                try ISFWriter.writeSymbol(
+                    name: name, address: linkTime.address(list.address(at: symbol)),
+                    constantData: symbol == bannerIndex ? banner.constantData : nil, first: position == 0, into: &json,
+                    writeType: writeType)
+            } catch {
+                throw SymbolTableError(.badBTF(path: sources.btf, error))
+            }
         }
         ISFWriter.writeEnd(into: &json)
         counts.symbols = list.byName.count

@@ -326,9 +326,27 @@ struct SymbolTableTests {
         let writer = try ISFWriter(btf: try BTF(bytes: b.bytes()))
         let ids = try writer.btfSymbolIDs()
         #expect(ids == [9, 7, 6])
-        #expect(String(decoding: try writer.symbolType(6), as: UTF8.self) == #"{"kind":"base","name":"long int"}"#)
-        #expect(String(decoding: try writer.symbolType(7), as: UTF8.self) == #"{"kind":"function"}"#)
-        #expect(compareUTF8("B", "a") < 0 && compareUTF8("ab", "a") > 0 && compareUTF8("é", "é") == 0)
+        func symbolType(_ id: UInt32) throws -> String {
+            var json = JSONWriter(capacity: 64)
+            try writer.writeSymbolType(id, into: &json)
+            return String(decoding: json.bytes, as: UTF8.self)
+        }
+        #expect(try symbolType(6) == #"{"kind":"base","name":"long int"}"#)
+        #expect(try symbolType(7) == #"{"kind":"function"}"#)
+    }
+
+    /// JSON strings: plain names copied whole, quotes, backslashes and control characters
+    /// escaped; a key from bytes is the key from the same String.
+    @Test func jsonStringsAreEscapedAndKeysFromBytesMatch() {
+        for (text, expected) in [
+            ("init_task", #""init_task":"#), (#"a"b\c"#, #""a\"b\\c":"#), ("x\u{1}\u{7f}é", #""x\u0001\u007fé":"#),
+        ] {
+            var fromString = JSONWriter(capacity: 64)
+            fromString.key(text)
+            var fromBytes = JSONWriter(capacity: 64)
+            fromBytes.key(Array(text.utf8)[...])
+            #expect(String(decoding: fromString.bytes, as: UTF8.self) == expected && fromBytes.bytes == fromString.bytes)
+        }
     }
 
     @Test func manifestEntryEncodesSnakeCase() throws {
