@@ -90,13 +90,15 @@ public func withSink<T>(_ sink: ImageSink, _ body: (ImageSink) throws(CaptureErr
 /// Makes the kernel's symbol table and writes it to a side file at `path` (mode 0600, never
 /// through a symlink). A new file is written as zlib gives the table and removed if the table
 /// fails: held whole, the table (1.7 MB for Debian's 6.1, 2.5 MB for 6.12) would be that much
-/// more of the examined host's memory overwritten. Over an existing file the table is held, as
-/// zlib's pieces, until it is whole, so that a table that fails leaves that file (an earlier
-/// table, say) as it was.
+/// more of the examined host's memory overwritten. Over an existing file (or standard output)
+/// the table is held, as zlib's pieces, until it is whole, so that a table that fails leaves
+/// that file (an earlier table, say) as it was.
 ///
 /// - Throws: `CaptureError`: `.source` with the `SymbolTableError` when the table cannot be
 ///   made, `.refused` or `.destination` when its file cannot be written.
 public func makeSymbolTable(from sources: SymbolSources, at path: String) throws(CaptureError) -> SymbolTable {
+    // Standard output cannot take back what it was given: it gets the table whole, or nothing.
+    if ImageFile.isStandardOutputPath(path) { return try makeSymbolTableWhole(from: sources, at: path) }
     let new: ImageFile
     do {
         new = try ImageFile(path: path, sideFile: true, newOnly: true)
@@ -123,7 +125,7 @@ public func makeSymbolTable(from sources: SymbolSources, at path: String) throws
     }
 }
 
-/// `makeSymbolTable` over an existing file: the table is made whole, then written.
+/// `makeSymbolTable` over an existing file or standard output: the table is made whole, then written.
 private func makeSymbolTableWhole(from sources: SymbolSources, at path: String) throws(CaptureError) -> SymbolTable {
     final class Pieces {
         var list: [[UInt8]] = []

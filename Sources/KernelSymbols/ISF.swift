@@ -298,19 +298,34 @@ struct ISFWriter {
         return counts
     }
 
-    /// One symbol: its name (UTF-8), link-time address and, when known, its type, which
-    /// `writeType` writes as a descriptor (nil: untyped); `first` for the first one written.
-    static func writeSymbol(
-        name: ArraySlice<UInt8>, address: UInt64, constantData: [UInt8]? = nil, first: Bool, into json: inout JSONWriter,
-        writeType: ((inout JSONWriter) throws(BTFError) -> Void)?
+    /// What is known of a symbol's type.
+    enum SymbolType {
+        case none
+        /// A declared type's descriptor, resolved.
+        case declared([UInt8])
+        /// The BTF variable or function of that id (from `btfSymbolIDs`).
+        case btf(UInt32)
+    }
+
+    /// One symbol: its name (UTF-8), link-time address and what is known of its type;
+    /// `first` for the first one written.
+    func writeSymbol(
+        name: ArraySlice<UInt8>, address: UInt64, type: SymbolType, constantData: [UInt8]? = nil, first: Bool,
+        into json: inout JSONWriter
     ) throws(BTFError) {
         if !first { json.byte(0x2c) }
         json.key(name)
         json.raw(#"{"address":"#)
         json.number(address)
-        if let writeType {
+        switch type {
+        case .none:
+            break
+        case .declared(let descriptor):
             json.raw(#","type":"#)
-            try writeType(&json)
+            json.raw(descriptor)
+        case .btf(let id):
+            json.raw(#","type":"#)
+            try writeSymbolType(id, into: &json)
         }
         if let constantData {
             json.raw(#","constant_data":"#)

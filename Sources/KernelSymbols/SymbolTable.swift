@@ -284,19 +284,17 @@ public enum KernelSymbols {
             while nextBTF < btfSymbols.count && writer.btf.types.compareName(Int(btfSymbols[nextBTF]), with: name) < 0 {
                 nextBTF += 1
             }
-            var writeType: ((inout JSONWriter) throws(BTFError) -> Void)?
-            if let json = declared[symbol] {
-                writeType = { $0.raw(json) }
+            var type = ISFWriter.SymbolType.none
+            if let descriptor = declared[symbol] {
+                type = .declared(descriptor)
             } else if nextBTF < btfSymbols.count, writer.btf.types.compareName(Int(btfSymbols[nextBTF]), with: name) == 0 {
-                let id = btfSymbols[nextBTF]
-                writeType = { (json) throws(BTFError) in try writer.writeSymbolType(id, into: &json) }
+                type = .btf(btfSymbols[nextBTF])
             }
-            if writeType != nil { typedSymbolCount += 1 }
+            if case .none = type {} else { typedSymbolCount += 1 }
             do {
-                try ISFWriter.writeSymbol(
-                    name: name, address: linkTime.address(list.address(at: symbol)),
-                    constantData: symbol == bannerIndex ? banner.constantData : nil, first: position == 0, into: &json,
-                    writeType: writeType)
+                try writer.writeSymbol(
+                    name: name, address: linkTime.address(list.address(at: symbol)), type: type,
+                    constantData: symbol == bannerIndex ? banner.constantData : nil, first: position == 0, into: &json)
             } catch {
                 throw SymbolTableError(.badBTF(path: sources.btf, error))
             }
