@@ -476,8 +476,8 @@ struct Worker<Producer: BlockProducer>: Sendable {
             offset += count
         }
         if leadingZeros == unit.count {
+            // Encoded even when zero blocks are skipped: the writer keeps one that a neighbour needs.
             unit.allZero = true
-            guard !skipZeroBlocks else { return }
             op = zeros.appendChunks(count: leadingZeros, into: output, at: op, encoder: encoder)
         }
         unit.stream = op - RecordHeader.size
@@ -625,21 +625,27 @@ struct Writer {
 
     /// A compressed block: skipped if all zeros, else handed to the joiner, whose cut records are written.
     private mutating func take(compressed unit: Unit, slot: Int) throws {
-        if unit.allZero && skipZeroBlocks {
-            slots[slot].free()
-            statistics.zeroBlocksSkipped += 1
-            statistics.zeroBytesSkipped += UInt64(unit.count)
-            try writeRecords(joiner.flush())
-            return
-        }
         try writeRecords(
-            joiner.add(RecordJoiner.Block(slot: slot, start: unit.block.start, count: unit.count, stream: unit.stream)))
+            joiner.add(
+                RecordJoiner.Block(
+                    slot: slot, start: unit.block.start, count: unit.count, stream: unit.stream,
+                    zero: unit.allZero && skipZeroBlocks)))
         spill()
     }
 
-    /// Writes records cut by the joiner; if one fails, the slots of the rest are freed unwritten.
+    /// Writes records cut by the joiner, skipping those of zero blocks alone; if one fails,
+    /// the slots of the rest are freed unwritten.
     private mutating func writeRecords(_ records: [RecordJoiner.Record]) throws {
         for (position, record) in records.enumerated() {
+            if record.isZero {
+                for block in record.blocks {
+                    if inSlot(block) { slots[block.slot].free() }
+                    spilled[block.start] = nil
+                    statistics.zeroBlocksSkipped += 1
+                    statistics.zeroBytesSkipped += UInt64(block.count)
+                }
+                continue
+            }
             do {
                 try write(record)
             } catch {

@@ -12,7 +12,10 @@ import ImageFormats
 /// it, so joining reuses the compressed bytes: nothing is read or compressed twice.
 ///
 /// Blocks arrive in address order. Each safe block is held until the next one
-/// arrives (it is the "spare" an incompressible successor can join); at most
+/// arrives (it is the "spare" an incompressible successor can join). All-zero blocks
+/// come too, as the best spares there are: written only when joined to such a block,
+/// else skipped (a lone incompressible 1 MiB block between free memory once gave a
+/// record Volatility could not open); at most
 /// `capacity` blocks are held (the writer copies those beyond half its slots out
 /// of them). A run that no neighbour can absorb within that bound is written
 /// anyway and reported.
@@ -24,6 +27,8 @@ struct RecordJoiner {
         var count: Int
         /// The framed stream's length, stream identifier included.
         var stream: Int
+        /// All-zero memory the writer skips unless it absorbs a neighbour that does not compress.
+        var zero = false
 
         var end: UInt64 { start + UInt64(count) }
     }
@@ -39,6 +44,8 @@ struct RecordJoiner {
         var memory: Int { blocks.reduce(0) { $0 + $1.count } }
         /// One stream identifier for the whole record: the later blocks' are left out.
         var stream: Int { RecordJoiner.joinedStream(blocks) }
+        /// All zero blocks, needed by no neighbour: skipped, not written.
+        var isZero: Bool { blocks.allSatisfy(\.zero) }
     }
 
     /// How much shorter than its memory a record's stream must be: a whole chunk

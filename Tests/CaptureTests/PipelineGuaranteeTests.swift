@@ -202,6 +202,29 @@ struct VolatilitySafeRecordTests {
         #expect(same(joined(decoded.map(\.1)), raw))
     }
 
+    /// A lone 1 MiB block of noise between free (all-zero) memory joins the zero block before
+    /// it (held as the spare), which is then written; zero blocks no neighbour needs are skipped.
+    @Test(arguments: [1, 2])
+    func aLoneBlockOfNoiseBetweenZeroBlocksJoinsOne(threads: Int) throws {
+        let mebibyte = 1 << 20
+        let zero = [UInt8](repeating: 0, count: mebibyte)
+        let raw = joined([zero, zero, noise(mebibyte, seed: 61), zero, zero, memory(mebibyte, seed: 62), zero])
+        let sink = MemorySink()
+        let result = try RecordPipeline(compressed: true, threads: threads, blockSize: mebibyte).run(
+            MemoryBlockProducer(
+                reader: FaultyMemory(raw, failingPages: []), ranges: [0..<UInt64(raw.count)], blockSize: mebibyte),
+            to: sink)
+        #expect(result.volatilityUnreadable.isEmpty)
+        let cuts = records(sink.bytes).map { [$0.start >> 20, ($0.end + 1) >> 20] }
+        #expect(cuts == [[1, 3], [5, 6]], "\(cuts)")
+        #expect(result.statistics.zeroBlocksSkipped == 4)
+        let directory = try TemporaryDirectory()
+        for (header, data) in try decodedRecords(directory.write("lone.avml", sink.bytes)) {
+            let start = Int(header.start)
+            #expect(same(data, Array(raw[start..<start + data.count])))
+        }
+    }
+
     @Test func aWholeRangeOfNoiseIsWrittenAndReported() throws {
         let raw = noise(2 * block, seed: 45)
         let (image, result) = try compress(raw, threads: 2)
