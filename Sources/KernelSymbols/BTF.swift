@@ -223,6 +223,12 @@ public struct BTFType: Sendable {
         }
     }
 
+    /// The type id of a struct's or union's member `index` (below `vlen`), its name left undecoded.
+    func memberType(at index: Int) -> UInt32 {
+        guard let record, kind == .structure || kind == .union, index < Int(vlen) else { return 0 }
+        return file.u32(record + BTF.recordSize + 12 * index + 4)
+    }
+
     /// The members of a struct or union, empty for other kinds.
     public var members: [BTFMember] {
         if case .members(let members) = detail { return members }
@@ -454,15 +460,18 @@ public struct BTF: Sendable {
             default:
                 break
             }
-            switch type.detail {
-            case .array(let element, let index, _):
+            // Members' type ids are read without decoding their names (a name only for an error).
+            switch type.kind {
+            case .array:
+                guard case .array(let element, let index, _) = type.detail else { break }
                 try check(element, of: id, "the array's element type")
                 try check(index, of: id, "the array's index type")
-            case .members(let members):
-                for (position, member) in members.enumerated() {
-                    try check(member.type, of: id, "member \(position) ('\(member.name)')")
+            case .structure, .union:
+                for position in 0..<Int(type.vlen) {
+                    try check(type.memberType(at: position), of: id, "member \(position) ('\(type.members[position].name)')")
                 }
-            case .sectionVariables(let variables):
+            case .dataSection:
+                guard case .sectionVariables(let variables) = type.detail else { break }
                 for (position, variable) in variables.enumerated() {
                     try check(variable.type, of: id, "section variable \(position)")
                 }
