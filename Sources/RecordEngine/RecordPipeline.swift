@@ -147,7 +147,7 @@ public struct PipelineLayout: Sendable, Equatable {
 ///
 /// AVML records: each worker claims a block and, under the same lock, the
 /// output slot that the block's index owns (so no scheduling can give a later
-/// block an earlier one's slot), reads the block in 1 MiB pieces and
+/// block an earlier one's slot), reads the block in 256 KiB pieces and
 /// compresses each piece while it is in cache. LiME records: workers claim
 /// 1 MiB pieces into slots, read them and check them for zeros. The calling
 /// thread writes units in index order (cutting compressed records so that
