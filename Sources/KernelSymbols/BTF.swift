@@ -293,25 +293,13 @@ public struct BTFTypes: RandomAccessCollection, Sendable {
     func compareName(_ id: Int, with other: ArraySlice<UInt8>) -> Int {
         let range = self[id].nameRange
         return other.withUnsafeBufferPointer { text in
-            file.bytes.withUnsafeBufferPointer { bytes in
-                let common = Swift.min(range.count, text.count)
-                if common > 0, let base = bytes.baseAddress, let second = text.baseAddress {
-                    let result = memcmp(base + range.lowerBound, second, common)
-                    if result != 0 { return Int(result) }
-                }
-                return range.count - text.count
-            }
+            file.bytes.withUnsafeBufferPointer { compareBytes(UnsafeBufferPointer(rebasing: $0[range]), text) }
         }
     }
 
     private func compare(_ left: Range<Int>, _ right: Range<Int>) -> Int {
-        file.bytes.withUnsafeBufferPointer { bytes in
-            let common = Swift.min(left.count, right.count)
-            if common > 0, let base = bytes.baseAddress {
-                let result = memcmp(base + left.lowerBound, base + right.lowerBound, common)
-                if result != 0 { return Int(result) }
-            }
-            return left.count - right.count
+        file.bytes.withUnsafeBufferPointer {
+            compareBytes(UnsafeBufferPointer(rebasing: $0[left]), UnsafeBufferPointer(rebasing: $0[right]))
         }
     }
 }

@@ -41,6 +41,17 @@ public struct SymbolFileError: Error, Sendable, Equatable, CustomStringConvertib
     }
 }
 
+/// Negative, zero or positive as `left` sorts before, with or after `right`, byte by byte
+/// (memcmp, then the shorter first): the order of `SymbolList.byName` and of BTF names.
+func compareBytes(_ left: UnsafeBufferPointer<UInt8>, _ right: UnsafeBufferPointer<UInt8>) -> Int {
+    let common = Swift.min(left.count, right.count)
+    if common > 0, let a = left.baseAddress, let b = right.baseAddress {
+        let result = memcmp(a, b, common)
+        if result != 0 { return Int(result) }
+    }
+    return left.count - right.count
+}
+
 /// The kernel's own symbols of one kallsyms or System.map file, in file order. A module's
 /// lines are checked and counted, not kept: the table describes the kernel.
 ///
@@ -208,13 +219,7 @@ public struct SymbolList: Sendable, RandomAccessCollection {
 
         /// Negative, zero or positive as symbol `left`'s name sorts before, with or after `right`, byte by byte.
         func compare(_ left: Int, _ right: UnsafeBufferPointer<UInt8>) -> Int {
-            let name = name(left)
-            let common = Swift.min(name.count, right.count)
-            if common > 0, let a = name.baseAddress, let b = right.baseAddress {
-                let result = memcmp(a, b, common)
-                if result != 0 { return Int(result) }
-            }
-            return name.count - right.count
+            compareBytes(name(left), right)
         }
     }
 
