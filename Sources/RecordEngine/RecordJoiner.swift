@@ -16,7 +16,7 @@ import ImageFormats
 /// come too, as the best spares there are: written only when joined to such a block,
 /// else skipped (a lone incompressible 1 MiB block between free memory once gave a
 /// record Volatility could not open); at most
-/// `capacity` blocks are held (the writer copies those beyond half its slots out
+/// `capacity` blocks are held (the writer copies those beyond all its slots but one out
 /// of them). A run that no neighbour can absorb within that bound is written
 /// anyway and reported.
 struct RecordJoiner {
