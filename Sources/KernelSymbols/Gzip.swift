@@ -1,4 +1,5 @@
 import CZlib
+import Dispatch
 
 /// zlib refused or failed to compress.
 public struct GzipError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -90,6 +91,79 @@ public enum Gzip {
                 guard status == Z_OK else { return status }
                 if flush != Z_FINISH && stream.pointee.avail_in == 0 && stream.pointee.avail_out > 0 { return nil }
             }
+        }
+    }
+    /// A `Deflater` on a thread of its own: the caller writes the next piece of input while
+    /// the last one is compressed, and handed to `emit`, there (zlib took a quarter of the
+    /// symbol table's time on one core). One piece is in flight at most, so the input in memory
+    /// is two buffers, whose capacity is passed back and forth, never reallocated.
+    ///
+    /// `@unchecked Sendable` because ownership moves with the `idle` semaphore, never shared:
+    /// the deflater, `emit`, what `emit` reaches, `pending` and `failure` belong to the
+    /// queue from `exchange` handing a piece over until it signals `idle`, and to the caller
+    /// once it waited for `idle` (in `exchange` or `finish`); a semaphore orders the memory
+    /// accesses on both sides.
+    final class BackgroundDeflater: @unchecked Sendable {
+        private let deflater: Deflater
+        private let queue = DispatchQueue(label: "avml.gzip")
+        /// Signalled when no piece is in flight.
+        private let idle = DispatchSemaphore(value: 1)
+        /// The piece being compressed, and the last one's buffer, emptied.
+        private var pending: [UInt8] = []
+        private var spare: [UInt8] = []
+        /// The first failure; nothing more is compressed after it.
+        private var failure: GzipError?
+
+        /// - Parameters:
+        ///   - level: zlib's level, 1 (fast) to 9 (small).
+        ///   - emit: takes each piece of the gzip file, in order, on the deflater's thread.
+        /// - Throws: `GzipError` when zlib cannot start.
+        init(level: Int32 = 6, emit: @escaping (UnsafeRawBufferPointer) -> Void) throws(GzipError) {
+            deflater = try Deflater(level: level, emit: emit)
+        }
+
+        /// Hands `buffer`'s bytes over to be compressed and leaves `buffer` empty, with the
+        /// capacity of an earlier piece's buffer.
+        /// - Throws: an earlier piece's failure; this piece is then dropped.
+        func exchange(_ buffer: inout [UInt8]) throws(GzipError) {
+            idle.wait()
+            if let failure {
+                idle.signal()
+                throw failure
+            }
+            // Swapped, never copied: each buffer has one owner, so none is reallocated.
+            swap(&pending, &buffer)
+            swap(&spare, &buffer)
+            buffer.removeAll(keepingCapacity: true)
+            buffer.reserveCapacity(pending.capacity)  // the first time only: then both have it
+            queue.async { self.compressPending() }
+        }
+
+        /// Compresses what was handed over and ends the stream: the last pieces go to `emit`.
+        /// Once it returns, nothing runs on the deflater's thread.
+        func finish() throws(GzipError) {
+            idle.wait()
+            defer { idle.signal() }
+            if let failure { throw failure }
+            try deflater.finish()
+        }
+
+        /// Waits for the piece in flight, if any.
+        func waitUntilIdle() {
+            idle.wait()
+            idle.signal()
+        }
+
+        private func compressPending() {
+            var piece: [UInt8] = []
+            swap(&piece, &pending)
+            do {
+                try deflater.append(piece)
+            } catch {
+                failure = error
+            }
+            swap(&spare, &piece)
+            idle.signal()
         }
     }
 }

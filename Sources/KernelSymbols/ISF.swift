@@ -162,9 +162,11 @@ struct ISFWriter {
     }
 
     /// The descriptor and byte size of a declared C type, or nil when this kernel's BTF lacks it.
-    func resolve(_ declared: DeclaredType, in index: TypeIndex, address: UInt64, nextAddress: UInt64?, kernel: (Int, Int)?)
-        -> (json: [UInt8], size: UInt64?)?
-    {
+    /// `nextAddress` (the lowest symbol address above `address`) is asked only by arrays that run
+    /// up to the next symbol: finding it scans every symbol.
+    func resolve(
+        _ declared: DeclaredType, in index: TypeIndex, address: UInt64, nextAddress: () -> UInt64?, kernel: (Int, Int)?
+    ) -> (json: [UInt8], size: UInt64?)? {
         func named(_ kind: BTFKind, _ name: String) -> UInt32? { index.firstByName[kind]?[name] }
         func fromID(_ id: UInt32?) -> ([UInt8], UInt64?)? {
             guard let id, let json = try? descriptor(of: id) else { return nil }
@@ -188,16 +190,20 @@ struct ISFWriter {
             }
             return fromID(id.map(UInt32.init))
         case .pointer(let target):
-            guard let inner = resolve(target, in: index, address: address, nextAddress: nil, kernel: kernel) else { return nil }
+            guard let inner = resolve(target, in: index, address: address, nextAddress: { nil }, kernel: kernel) else {
+                return nil
+            }
             return (Array(#"{"kind":"pointer","subtype":"#.utf8) + inner.json + [0x7d], UInt64(btf.pointerSize))
         case .array(let element, let count):
-            guard let inner = resolve(element, in: index, address: address, nextAddress: nil, kernel: kernel) else { return nil }
+            guard let inner = resolve(element, in: index, address: address, nextAddress: { nil }, kernel: kernel) else {
+                return nil
+            }
             let elements: UInt64
             switch count {
             case .fixed(let value):
                 elements = UInt64(value)
             case .untilNextSymbol:
-                guard let size = inner.size, size > 0, let nextAddress, nextAddress > address else { return nil }
+                guard let size = inner.size, size > 0, let nextAddress = nextAddress(), nextAddress > address else { return nil }
                 elements = (nextAddress - address) / size
             case .byKernelVersion(let table):
                 guard let kernel, let entry = table.last(where: { ($0.major, $0.minor) <= kernel }) else { return nil }

@@ -7,7 +7,7 @@ struct JSONWriter {
     /// What was written and not yet handed to the deflater.
     private(set) var bytes: [UInt8] = []
     /// Where each 256 KiB written goes; nil keeps the whole document in `bytes`.
-    private let deflater: Gzip.Deflater?
+    private let deflater: Gzip.BackgroundDeflater?
     private var failure: GzipError?
     private static let spillBytes = 256 << 10
     private static let hexDigits = Array("0123456789abcdef".utf8)
@@ -18,9 +18,10 @@ struct JSONWriter {
         bytes.reserveCapacity(capacity)
     }
 
-    /// A document compressed as it is written, so that at most about 256 KiB of it is
-    /// in memory at once: on the examined host every page filled overwrites evidence.
-    init(compressingInto deflater: Gzip.Deflater) {
+    /// A document compressed as it is written, so that at most about 512 KiB of it (the piece
+    /// being written, the one being compressed) is in memory at once: on the examined host
+    /// every page filled overwrites evidence.
+    init(compressingInto deflater: Gzip.BackgroundDeflater) {
         self.deflater = deflater
         bytes.reserveCapacity(Self.spillBytes + (4 << 10))
     }
@@ -29,8 +30,7 @@ struct JSONWriter {
     mutating func finishCompressed() throws(GzipError) {
         guard let deflater else { return }
         if let failure { throw failure }
-        try deflater.append(bytes)
-        bytes.removeAll()
+        try deflater.exchange(&bytes)
         try deflater.finish()
     }
 
@@ -40,7 +40,7 @@ struct JSONWriter {
         guard let deflater, bytes.count >= Self.spillBytes else { return }
         if failure == nil {
             do {
-                try deflater.append(bytes)
+                try deflater.exchange(&bytes)
             } catch {
                 failure = error
             }

@@ -183,7 +183,8 @@ public enum KernelSymbols {
     /// - Parameters:
     ///   - sources: the kernel's files.
     ///   - producerVersion: avml's version, recorded as the table's producer.
-    ///   - write: takes the gzip file's bytes, in order, as they are made; once it throws,
+    ///   - write: takes the gzip file's bytes, in order, as they are made, on a thread of the
+    ///     table's own (never after `make` returns); once it throws,
     ///     it is not called again and the table fails with `.unwritable`.
     /// - Returns: what went into the table, its size and SHA-256.
     /// - Throws: `SymbolTableError`.
@@ -235,7 +236,7 @@ public enum KernelSymbols {
                 guard let symbol = list.index(named: entry.name) else { continue }
                 let address = linkTime.address(list.address(at: symbol))
                 if let resolved = writer.resolve(
-                    entry.type, in: index, address: address, nextAddress: next(after: address), kernel: banner.version)
+                    entry.type, in: index, address: address, nextAddress: { next(after: address) }, kernel: banner.version)
                 {
                     declared[symbol] = resolved.json
                 } else {
@@ -259,13 +260,16 @@ public enum KernelSymbols {
         // the symbols go from the list straight into it, one per name, in name order. zlib's
         // fastest level: at its default (6) compressing was 40% of the table's time, for a
         // file a sixth smaller (6.12: 2.5 MB against 3.0 MB), where the image is hundreds of MB.
+        // On a thread of its own, which also hashes and writes the file (`write` runs there).
         let output = TableOutput(write)
-        let deflater: Gzip.Deflater
+        let deflater: Gzip.BackgroundDeflater
         do {
-            deflater = try Gzip.Deflater(level: 1, emit: output.take)
+            deflater = try Gzip.BackgroundDeflater(level: 1, emit: output.take)
         } catch {
             throw SymbolTableError(.compression(error))
         }
+        // However the table ends, `write` is not running when this returns.
+        defer { deflater.waitUntilIdle() }
         var json = JSONWriter(compressingInto: deflater)
         var counts: ISFWriter.Counts
         do {

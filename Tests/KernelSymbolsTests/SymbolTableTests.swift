@@ -398,7 +398,7 @@ struct SymbolTableTests {
         var whole = JSONWriter(capacity: 1 << 20)
         document(&whole)
         let collected = Collected()
-        var streamed = JSONWriter(compressingInto: try Gzip.Deflater { collected.bytes += $0 })
+        var streamed = JSONWriter(compressingInto: try Gzip.BackgroundDeflater { collected.bytes += $0 })
         document(&streamed)
         #expect(whole.bytes.count > 4 << 20)
         try streamed.finishCompressed()
