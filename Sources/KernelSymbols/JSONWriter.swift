@@ -6,10 +6,10 @@
 struct JSONWriter {
     /// What was written and not yet handed to the deflater.
     private(set) var bytes: [UInt8] = []
-    /// Where each 256 KiB written goes; nil keeps the whole document in `bytes`.
+    /// Where each 128 KiB written goes; nil keeps the whole document in `bytes`.
     private let deflater: Gzip.BackgroundDeflater?
     private var failure: GzipError?
-    private static let spillBytes = 256 << 10
+    private static let spillBytes = 128 << 10
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// A document kept whole in memory.
@@ -18,7 +18,7 @@ struct JSONWriter {
         bytes.reserveCapacity(capacity)
     }
 
-    /// A document compressed as it is written, so that at most about 512 KiB of it (the piece
+    /// A document compressed as it is written, so that at most about 256 KiB of it (the piece
     /// being written, the one being compressed) is in memory at once: on the examined host
     /// every page filled overwrites evidence.
     init(compressingInto deflater: Gzip.BackgroundDeflater) {
