@@ -78,10 +78,11 @@ def report(samples, rounds, smp, watch):
                   f"{target_text} | {met} |")
     print()
     print("Where our time goes (manifest `timings`, seconds summed over threads, median of the rounds; "
-          "`command` is the wall time of the capture alone):")
+          "`symbol table` and `reading memory` are the manifest's wall times of the two, "
+          "`command` that of the whole capture):")
     print()
-    print("| ours | " + " | ".join(STAGES) + " | sum | command |")
-    print("|---|" + "---|" * (len(STAGES) + 2))
+    print("| ours | " + " | ".join(STAGES) + " | sum | symbol table | reading memory | command |")
+    print("|---|" + "---|" * (len(STAGES) + 4))
     for name, label, *_ in WRITERS[2:]:
         s = [x for x in groups[name] if x["manifest"] and isinstance(x["manifest"].get("timings"), dict)]
         if not s:
@@ -89,7 +90,8 @@ def report(samples, rounds, smp, watch):
         stage = {key: med([x["manifest"]["timings"].get(key, 0.0) for x in s]) for key in STAGES}
         total = med([sum(x["manifest"]["timings"].get(key, 0.0) for key in STAGES) for x in s])
         print(f"| {label} | " + " | ".join(f"{stage[key]:.2f}" for key in STAGES)
-              + f" | {total:.2f} | {med([x['command'] for x in s]):.2f} |")
+              + f" | {total:.2f} | {seconds(s, table_seconds)} | {seconds(s, reading_seconds)} | "
+              f"{med([x['command'] for x in s]):.2f} |")
     print()
     print("Every capture, in run order (s; host: CPU of other processes than QEMU meanwhile, user / system, "
           "% of all host CPUs):")
@@ -101,6 +103,46 @@ def report(samples, rounds, smp, watch):
         host = f"{other[0]:.0f} % / {other[1]:.0f} %" if other else "?"
         print(f"| {s['round']} | {s['writer']} | {s['command']:.2f} | {s['sync']:.2f} | {s['total']:.2f} | "
               f"{s['busy']:.1f} | {s['iowait']:.1f} | {host} |")
+
+
+def table_seconds(sample):
+    return ((sample["manifest"] or {}).get("symbols") or {}).get("seconds")
+
+
+def reading_seconds(sample):
+    return (sample["manifest"] or {}).get("reading_seconds")
+
+
+def seconds(samples, field):
+    """The median of a manifest's seconds over the samples that have it, or "—"."""
+    values = [value for value in map(field, samples) if isinstance(value, (int, float))]
+    return f"{med(values):.2f}" if values else "—"
+
+
+def report_kernels(results, rounds):
+    """Each kernel's medians side by side: ours (with the symbol table) against LiME on that kernel."""
+    print(f"## Every kernel (medians of {rounds} rounds, command + sync, s; ratio to LiME `digest=sha256`)\n")
+    labels = [label for _, label, *_ in WRITERS]
+    print("| kernel | " + " | ".join(labels) + " | ours' symbol table (in ours) |")
+    print("|---|" + "---|" * (len(WRITERS) + 1))
+    for kernel, result in results.items():
+        if result is None:
+            print(f"| {kernel} | could not run |" + " |" * len(WRITERS))
+            continue
+        kver, samples = result
+        groups = by_writer(samples)
+        reference = [x["total"] for x in groups["lime-digest"]]
+        cells = []
+        for name, *_ in WRITERS:
+            totals = [x["total"] for x in groups[name]]
+            if not totals:
+                cells.append("—")
+            elif reference and name != "lime-digest":
+                cells.append(f"{med(totals):.2f} ({med(totals) / med(reference):.2f}×)")
+            else:
+                cells.append(f"{med(totals):.2f}")
+        print(f"| {kver} | " + " | ".join(cells) + f" | {seconds(groups['ours'], table_seconds)} |")
+    print()
 
 
 def run_timing(out):

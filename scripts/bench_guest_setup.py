@@ -1,11 +1,12 @@
 """bench_guest's set-up: what the guest benchmark needs before the guest boots.
 
-The guest (tests/guest/setup.sh, idempotent), the headers of its kernel and build tools (apt,
-under `flock /tmp/apt.lock`), LiME's source from Debian's package (downloaded and unpacked,
-never installed, so dkms leaves the host alone) built against those headers, and the static
-avml (AVML_BIN, or scripts/build-static).  Kept apart from the run and the report because it
-is slow, cached under CACHE and touches the host's packages.  Failures raise (RuntimeError,
-OSError, KeyError); bench_guest reports them as a problem and stops.
+The guest of the kernel series (tests/guest/setup.sh, idempotent); a minimal Debian root of the
+kernel's own suite (debootstrap, cached under .build-cache/lime-root-SUITE) with the kernel's
+headers and that suite's compiler; LiME's source from Debian's package (downloaded and unpacked,
+never installed, so dkms leaves the host alone) built in that root; and the static avml
+(AVML_BIN, or scripts/build-static).  Kept apart from the run and the report because it is slow,
+cached, and downloads packages.  Failures raise (RuntimeError, OSError, KeyError); bench_guest
+reports them as a problem and stops.
 """
 import collections
 import glob
@@ -18,23 +19,41 @@ import tempfile
 from benchlib import GUEST, ROOT, log, run_logged
 
 LIME_PACKAGE = "lime-forensics-dkms"
+MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+KERNELS = os.path.join(GUEST, "kernels")  # series, pinned package, suite
 
 # What prepare() found or made: the guest kernel's release, LiME's source folder and module, the
 # kernel's sha256-ssse3.ko to load before LiME (None: use sha256-generic), the static avml.
 Prepared = collections.namedtuple("Prepared", "kver source lime_ko ssse3 avml")
 
 
-def prepare(cache, logfile, load_ssse3):
+def prepare(series, cache, logfile, load_ssse3):
     """Everything the guest run needs, in order; raises RuntimeError, OSError or KeyError."""
-    kernel = guest_kernel(cache, logfile)
+    kernel = guest_kernel(series, cache, logfile)
     kver = kernel["KVER"]
-    headers = kernel_headers(kver, logfile)
+    root = build_root(suite_of(series), logfile)
+    headers = kernel_headers(root, kver, logfile)
     source = lime_source(cache, logfile)
-    lime_ko = build_lime(source, headers, kver, cache, logfile)
+    lime_ko = build_lime(source, root, headers, kver, logfile)
     ssse3 = os.path.join(kernel["MODDIR"], "kernel", "arch", "x86", "crypto", "sha256-ssse3.ko")
     ssse3 = ssse3 if load_ssse3 and os.path.isfile(ssse3) else None
     avml = static_avml(logfile)
     return Prepared(kver, source, lime_ko, ssse3, avml)
+
+
+def known_series():
+    """The kernel series tests/guest/kernels lists, with their Debian suites, in its order."""
+    with open(KERNELS) as f:
+        rows = [line.split() for line in f if line.strip() and not line.startswith("#")]
+    return {row[0]: row[2] for row in rows}
+
+
+def suite_of(series):
+    suites = known_series()
+    if series not in suites:
+        raise KeyError(f"no kernel series {series} in {KERNELS} (known: {', '.join(suites)})")
+    return suites[series]
 
 
 def apt_get(arguments, logfile, cwd=None):
@@ -44,14 +63,9 @@ def apt_get(arguments, logfile, cwd=None):
                env=env, cwd=cwd)
 
 
-def package_installed(name):
-    status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True).stdout
-    return "install ok installed" in status
-
-
-def guest_kernel(cache, logfile):
-    """tests/guest/setup.sh (idempotent), then the guest's kernel.env as a dict."""
-    run_logged([os.path.join(GUEST, "setup.sh"), cache], logfile)
+def guest_kernel(series, cache, logfile):
+    """tests/guest/setup.sh CACHE SERIES (idempotent), then the guest's kernel.env as a dict."""
+    run_logged([os.path.join(GUEST, "setup.sh"), cache, series], logfile)
     env = {}
     with open(os.path.join(cache, "kernel.env")) as f:
         for line in f:
@@ -60,21 +74,45 @@ def guest_kernel(cache, logfile):
     return env
 
 
-def kernel_headers(kver, logfile):
-    """/usr/src/linux-headers-KVER, installing the Debian package when it is missing."""
+def build_root(suite, logfile):
+    """A minimal Debian SUITE under .build-cache/lime-root-SUITE (debootstrap, once), to build LiME in.
+
+    A module is built with its kernel's own headers, kbuild tools and compiler (Debian's 5.10 with
+    gcc 10, 6.12 with gcc 14, whose tools need trixie's C library), which only that suite has; in
+    a root of its own, the host's packages and apt sources stay as they are.
+    """
+    root = os.path.join(ROOT, ".build-cache", f"lime-root-{suite}")
+    ready = os.path.join(root, ".avml-ready")
+    if os.path.isfile(ready):
+        return root
+    if shutil.which("debootstrap") is None:
+        log("bench-guest: apt-get install debootstrap")
+        apt_get(["install", "-y", "-qq", "--no-install-recommends", "debootstrap"], logfile)
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"bench-guest: debootstrap {suite} into {root} (a few minutes, once)")
+    run_logged(["debootstrap", "--variant=minbase", "--include=make,gcc,libc6-dev", suite, root, MIRROR],
+               logfile)
+    for extra in glob.glob(os.path.join(root, "etc", "apt", "sources.list.d", "*")):
+        os.unlink(extra)
+    with open(os.path.join(root, "etc", "apt", "sources.list"), "w") as f:
+        f.write(f"deb {MIRROR} {suite} main\ndeb {SECURITY_MIRROR} {suite}-security main\n")
+    open(ready, "w").close()
+    return root
+
+
+def in_root(root, command, logfile):
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
+    run_logged(["chroot", root, *command], logfile, env=env)
+
+
+def kernel_headers(root, kver, logfile):
+    """/usr/src/linux-headers-KVER in ROOT, installed there with the suite's apt when missing."""
     headers = f"/usr/src/linux-headers-{kver}"
-    package = f"linux-headers-{kver}"
-    if not package_installed(package) or not os.path.isfile(os.path.join(headers, "Makefile")):
-        log(f"bench-guest: apt-get install {package}")
-        try:
-            apt_get(["install", "-y", "-qq", "--no-install-recommends", package], logfile)
-        except RuntimeError:
-            apt_get(["update", "-qq"], logfile)
-            apt_get(["install", "-y", "-qq", "--no-install-recommends", package], logfile)
-    missing = [tool for tool in ("make", "gcc") if shutil.which(tool) is None]
-    if missing:
-        log(f"bench-guest: apt-get install build-essential (no {', '.join(missing)})")
-        apt_get(["install", "-y", "-qq", "--no-install-recommends", "build-essential"], logfile)
+    if not os.path.isfile(os.path.join(root, headers.lstrip("/"), "Makefile")):
+        log(f"bench-guest: apt-get install linux-headers-{kver} in {root}")
+        in_root(root, ["apt-get", "update", "-qq"], logfile)
+        in_root(root, ["apt-get", "install", "-y", "-qq", "--no-install-recommends", f"linux-headers-{kver}"],
+                logfile)
     return headers
 
 
@@ -114,15 +152,15 @@ def module_vermagic(path):
     return match.group(1).decode(errors="replace") if match else ""
 
 
-def build_lime(source, headers, kver, cache, logfile):
-    """lime.ko for the guest kernel: the source copied to CACHE/lime/build-*, built with kbuild."""
-    build = os.path.join(cache, "lime", f"build-{os.path.basename(source)}-{kver}")
-    module = os.path.join(build, "lime.ko")
+def build_lime(source, root, headers, kver, logfile):
+    """lime.ko for the guest kernel: the source copied into ROOT/build/lime-KVER, built there."""
+    build = f"/build/{os.path.basename(source)}-{kver}"
+    module = os.path.join(root, build.lstrip("/"), "lime.ko")
     if not os.path.isfile(module):
-        shutil.rmtree(build, ignore_errors=True)
-        shutil.copytree(source, build)
-        log(f"bench-guest: building {os.path.basename(source)} against {headers}")
-        run_logged(["make", "-C", headers, f"M={build}", "modules"], logfile)
+        shutil.rmtree(os.path.dirname(module), ignore_errors=True)
+        shutil.copytree(source, os.path.dirname(module))
+        log(f"bench-guest: building {os.path.basename(source)} against {headers} in {root}")
+        in_root(root, ["make", "-C", headers, f"M={build}", "modules"], logfile)
     vermagic = module_vermagic(module)
     if not vermagic.startswith(kver + " "):
         raise RuntimeError(f"{module} has vermagic {vermagic!r}, not for kernel {kver}")
