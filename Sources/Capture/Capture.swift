@@ -92,7 +92,9 @@ public func withSink<T>(_ sink: ImageSink, _ body: (ImageSink) throws(CaptureErr
 /// fails: held whole, the table (1.7 MB for Debian's 6.1, 2.5 MB for 6.12) would be that much
 /// more of the examined host's memory overwritten. Over an existing file (or standard output)
 /// the table is held, as zlib's pieces, until it is whole, so that a table that fails leaves
-/// that file (an earlier table, say) as it was.
+/// that file (an earlier table, say) as it was. The file is written around the page cache
+/// where the filesystem allows it, as images are: otherwise the whole table would sit in
+/// the page cache too, and the capture's own 1 MiB buffer reuses the table's.
 ///
 /// - Throws: `CaptureError`: `.source` with the `SymbolTableError` when the table cannot be
 ///   made, `.refused` or `.destination` when its file cannot be written.
@@ -101,7 +103,7 @@ public func makeSymbolTable(from sources: SymbolSources, at path: String) throws
     if ImageFile.isStandardOutputPath(path) { return try makeSymbolTableWhole(from: sources, at: path) }
     let new: ImageFile
     do {
-        new = try ImageFile(path: path, sideFile: true, newOnly: true)
+        new = try ImageFile(path: path, sideFile: true, direct: true, newOnly: true)
     } catch let error where error.errno == .fileExists {
         return try makeSymbolTableWhole(from: sources, at: path)
     } catch {
@@ -141,7 +143,7 @@ private func makeSymbolTableWhole(from sources: SymbolSources, at path: String) 
     }
     let file: ImageFile
     do {
-        file = try ImageFile(path: path, sideFile: true)
+        file = try ImageFile(path: path, sideFile: true, direct: true)
     } catch {
         throw .refused(error)
     }
