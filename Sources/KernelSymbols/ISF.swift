@@ -37,10 +37,20 @@ struct ISFWriter {
     /// ISF names of enums, by type id.
     private var enumNames: [UInt32: String] = [:]
     private let endian: String
+    /// Whether this BTF wrote 1-byte integers without their signed bit, `signed char` too (pahole
+    /// before 1.22; Debian 5.10's BTF): the bit then says nothing of `char` (see `isSigned`).
+    private let oneByteSignLost: Bool
+    /// The kernel's version from its banner, for `char`'s sign where the BTF lost it.
+    private let kernel: (major: Int, minor: Int)?
 
-    init(btf: BTF) throws(BTFError) {
+    init(btf: BTF, kernel: (major: Int, minor: Int)? = nil) throws(BTFError) {
         self.btf = btf
+        self.kernel = kernel
         endian = btf.byteOrder.rawValue
+        oneByteSignLost = btf.types.contains { type in
+            guard type.kind == .int, type.sizeOrType == 1, case .integer(let encoding, _, _) = type.detail else { return false }
+            return encoding & BTFType.signedEncoding == 0 && type.name == "signed char"
+        }
         let count = btf.types.count
         var userTaken: [String: UInt32] = [:]
         var enumTaken: [String: UInt32] = [:]
@@ -136,6 +146,23 @@ struct ISFWriter {
             throw BTFError(.types, typeID: id, "a \(type.kind) is used where a data type is expected")
         }
     }
+
+    /// Whether a BTF integer is signed: BTF's bit, except where the BTF lost it for 1-byte
+    /// integers (`oneByteSignLost`). There `signed char` is signed by its name, and `char` as
+    /// x86-64 kernels compile it (the only architecture tables are made for): signed before
+    /// Linux 6.2, which builds with -funsigned-char, as the tables made from DWARF say.
+    private func isSigned(_ type: BTFType, encoding: UInt8) -> Bool {
+        if encoding & BTFType.signedEncoding != 0 { return true }
+        guard oneByteSignLost, type.sizeOrType == 1, encoding & BTFType.boolEncoding == 0 else { return false }
+        let name = type.name
+        if name == "signed char" { return true }
+        guard name == "char", let kernel else { return false }
+        return (kernel.major, kernel.minor) < (6, 2)
+    }
+
+    /// C's floating types, which pahole before 1.21 (BTF without FLOAT) wrote as INTs without
+    /// an encoding (Debian 5.10's `double`): floats by their names, never an enum's base.
+    static let floatingNames: Set<String> = ["float", "double", "long double"]
 
     private func baseName(_ id: UInt32) -> String {
         let type = btf.types[Int(id)]
@@ -369,7 +396,7 @@ struct ISFWriter {
             let name = baseName(UInt32(index))
             guard written.insert(name).inserted else { continue }
             json.byte(0x2c)
-            if type.kind == .float {
+            if type.kind == .float || Self.floatingNames.contains(name) {
                 writeBaseType(&json, name, size: type.sizeOrType, signed: true, kind: "float")
                 continue
             }
@@ -382,7 +409,7 @@ struct ISFWriter {
                 } else {
                     "int"
                 }
-            writeBaseType(&json, name, size: type.sizeOrType, signed: encoding & BTFType.signedEncoding != 0, kind: kind)
+            writeBaseType(&json, name, size: type.sizeOrType, signed: isSigned(type, encoding: encoding), kind: kind)
         }
         json.raw("}")
         return written.count
@@ -481,10 +508,11 @@ struct ISFWriter {
         // Base types per (size, signed): prefer kind int, then the shortest name.
         var bases: [String: String] = [:]
         for type in btf.types where type.kind == .int && type.hasName {
-            guard case .integer(let encoding, _, _) = type.detail, encoding & (BTFType.boolEncoding | BTFType.charEncoding) == 0
+            guard case .integer(let encoding, _, _) = type.detail, encoding & (BTFType.boolEncoding | BTFType.charEncoding) == 0,
+                !Self.floatingNames.contains(type.name)
             else { continue }
             let isChar = type.sizeOrType == 1 && type.name.hasSuffix("char")
-            let key = "\(type.sizeOrType)/\(encoding & BTFType.signedEncoding != 0)"
+            let key = "\(type.sizeOrType)/\(isSigned(type, encoding: encoding))"
             if let existing = bases[key] {
                 let existingIsChar = existing.hasSuffix("char")
                 if (isChar ? 1 : 0, type.name.count) >= (existingIsChar ? 1 : 0, existing.count) { continue }

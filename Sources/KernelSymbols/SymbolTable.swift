@@ -200,7 +200,7 @@ public enum KernelSymbols {
         let offset = kaslrOffset(sources, addresses: addresses, banner: banner, notes: &notes)
         let writer: ISFWriter
         do {
-            writer = try ISFWriter(btf: btf)
+            writer = try ISFWriter(btf: btf, kernel: banner.version)
         } catch {
             throw SymbolTableError(.badBTF(path: sources.btf, error))
         }

@@ -310,6 +310,56 @@ struct SymbolTableTests {
         #expect(isf.object("user_types", "list_head", "fields", "next") != nil)
     }
 
+    /// pahole before 1.22 wrote 1-byte integers without BTF's signed bit (Debian 5.10's BTF:
+    /// `signed char` unsigned): `signed char` is then signed by its name, and `char` as x86-64
+    /// kernels build it, signed before Linux 6.2 and unsigned since; where `signed char` kept
+    /// the bit (6.1, 6.12), the BTF says.
+    @Test func oneByteSignsLostByPaholeComeFromTheNameAndTheKernel() throws {
+        func signs(signedChar encoding: UInt8, kernel: (major: Int, minor: Int)?) throws -> [String: Bool] {
+            var b = BTFBuilder()
+            b.int("char", size: 1)
+            b.int("signed char", size: 1, encoding: encoding)
+            b.int("unsigned char", size: 1)
+            b.int("_Bool", size: 1, encoding: BTFType.boolEncoding)
+            b.int("long int", size: 8, encoding: BTFType.signedEncoding)
+            let bases = try #require(try Self.sections(of: b, kernel: kernel)["base_types"])
+            return bases.compactMapValues { $0["signed"] as? Bool }
+        }
+        let lost = try signs(signedChar: 0, kernel: (5, 10))
+        #expect(lost["char"] == true && lost["signed char"] == true)
+        #expect(lost["unsigned char"] == false && lost["_Bool"] == false && lost["long int"] == true)
+        #expect(try signs(signedChar: 0, kernel: (6, 2))["char"] == false)
+        #expect(try signs(signedChar: 0, kernel: nil)["char"] == false)
+        let kept = try signs(signedChar: BTFType.signedEncoding, kernel: (5, 10))
+        #expect(kept["char"] == false && kept["signed char"] == true)
+    }
+
+    /// pahole before 1.21 (BTF without FLOAT) wrote `double` as an INT without an encoding
+    /// (Debian 5.10): it is a float, signed, as DWARF says, and never an enum's base.
+    @Test func floatingTypesWrittenAsIntegersAreFloats() throws {
+        var b = BTFBuilder()
+        b.int("double", size: 8)  // 1
+        b.int("long unsigned int", size: 8)  // 2
+        let constant = b.name("BIG")
+        b.record(.enumeration, "wide", vlen: 1, sizeOrType: 8, extra: [constant, 1])
+        let isf = try Self.sections(of: b, kernel: (5, 10))
+        #expect(isf["base_types"]?["double"]?["kind"] as? String == "float")
+        #expect(isf["base_types"]?["double"]?["signed"] as? Bool == true)
+        #expect(isf["enums"]?["wide"]?["base"] as? String == "long unsigned int")
+    }
+
+    /// The base types, user types and enums an ISFWriter writes for `builder`'s BTF.
+    static func sections(of builder: BTFBuilder, kernel: (major: Int, minor: Int)?) throws
+        -> [String: [String: [String: Any]]]
+    {
+        let writer = try ISFWriter(btf: try BTF(bytes: builder.bytes()), kernel: kernel)
+        var json = JSONWriter(capacity: 4096)
+        _ = try writer.writeStart(into: &json, producerVersion: "0", sources: [])
+        ISFWriter.writeEnd(into: &json)
+        let isf = try #require(try JSONSerialization.jsonObject(with: Data(json.bytes)) as? [String: Any])
+        return isf.compactMapValues { $0 as? [String: [String: Any]] }
+    }
+
     /// BTF types symbols by name: a name's last VAR, else its first FUNC; listed in the byte
     /// order of `SymbolList.byName`, so that the table's symbols find theirs in one pass.
     @Test func btfTypesEachNameByItsLastVariableElseItsFirstFunction() throws {
