@@ -71,7 +71,10 @@ struct ISFWriter {
             else { continue }
             if typedefNames[UInt32(target)] == nil { typedefNames[UInt32(target)] = type.name }
         }
-        // Tags first, so that a typedef's name never takes a tag's place.
+        // Tags first, so that a typedef's name never takes a tag's place. A tag BTF defines more
+        // than once (`struct console` in printk.h and a 40-byte one local to a driver) is given
+        // to the definition most used (`mostUsed`), the others `TAG__ID`.
+        var repeated: [UInt32: [UInt32]] = [:]  // by the first definition's id: every definition
         for pass in [false, true] {
             for (index, type) in btf.types.enumerated().dropFirst() where type.hasName != pass {
                 let id = UInt32(index)
@@ -80,12 +83,34 @@ struct ISFWriter {
                     let base =
                         pass
                         ? typedefNames[id] ?? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : type.name
+                    if !pass, let first = userTaken[base] { repeated[first, default: [first]].append(id) }
                     userNames[id] = assign(base, id, in: &userTaken)
                 case .enumeration, .enum64:
-                    enumNames[id] = assign(
-                        pass ? typedefNames[id] ?? "unnamed_enum_\(id)" : type.name, id, in: &enumTaken)
+                    let base = pass ? typedefNames[id] ?? "unnamed_enum_\(id)" : type.name
+                    if !pass, let first = enumTaken[base] { repeated[first, default: [first]].append(id) }
+                    enumNames[id] = assign(base, id, in: &enumTaken)
                 default:
                     break
+                }
+            }
+            guard !pass, !repeated.isEmpty else { continue }
+            let uses = Self.uses(of: Set(repeated.values.joined()), in: btf)
+            for (first, ids) in repeated {
+                // The first of the most used, so that ties keep BTF's order.
+                var best = first
+                for id in ids where uses[id, default: 0] > uses[best, default: 0] { best = id }
+                guard best != first else { continue }
+                func rename(_ names: inout [UInt32: String], _ taken: inout [String: UInt32]) {
+                    guard let plain = names[first], let suffixed = names[best] else { return }
+                    taken[suffixed] = nil
+                    taken[plain] = best
+                    names[best] = plain
+                    names[first] = assign(plain, first, in: &taken)
+                }
+                if userNames[first] != nil {
+                    rename(&userNames, &userTaken)
+                } else {
+                    rename(&enumNames, &enumTaken)
                 }
             }
         }
@@ -147,6 +172,39 @@ struct ISFWriter {
         }
     }
 
+    /// How many struct and union members and variables have each of `ids` as their type, through
+    /// pointers, typedefs, qualifiers and arrays: a definition that headers share is used
+    /// throughout the kernel, one local to a file a few times.
+    private static func uses(of ids: Set<UInt32>, in btf: BTF) -> [UInt32: Int] {
+        var uses: [UInt32: Int] = [:]
+        func use(_ id: UInt32) {
+            var id = id
+            for _ in 0..<32 {
+                guard id != 0, Int(id) < btf.types.count else { return }
+                let type = btf.types[Int(id)]
+                if type.kind.followsReference {
+                    id = type.sizeOrType
+                } else if type.kind == .array, case .array(let element, _, _) = type.detail {
+                    id = element
+                } else {
+                    break
+                }
+            }
+            if ids.contains(id) { uses[id, default: 0] += 1 }
+        }
+        for type in btf.types {
+            switch type.kind {
+            case .structure, .union:
+                for position in 0..<Int(type.vlen) { use(type.memberType(at: position)) }
+            case .variable:
+                use(type.sizeOrType)
+            default:
+                break
+            }
+        }
+        return uses
+    }
+
     /// Whether a BTF integer is signed: BTF's bit, except where the BTF lost it for 1-byte
     /// integers (`oneByteSignLost`). There `signed char` is signed by its name, and `char` as
     /// x86-64 kernels compile it (the only architecture tables are made for): signed before
@@ -171,11 +229,12 @@ struct ISFWriter {
 
     // MARK: Declared types of symbols
 
-    /// The first type id of each name, per kind, for `resolve`: only the kinds it looks up (not
-    /// the tens of thousands of functions). Made for the declared types and let go before the
+    /// The type id of each name, per kind, for `resolve` (the first definition; for a tag defined
+    /// several times, the one the table gives the name): only the kinds it looks up (not the
+    /// tens of thousands of functions). Made for the declared types and let go before the
     /// table is written, whose memory is at its peak then.
     struct TypeIndex {
-        fileprivate var firstByName: [BTFKind: [String: UInt32]] = [:]
+        fileprivate var byName: [BTFKind: [String: UInt32]] = [:]
     }
 
     func typeIndex() -> TypeIndex {
@@ -183,7 +242,11 @@ struct ISFWriter {
         for (id, type) in btf.types.enumerated().dropFirst() where type.hasName {
             guard [.int, .float, .structure, .union, .typedef].contains(type.kind) else { continue }
             let name = type.name
-            if index.firstByName[type.kind]?[name] == nil { index.firstByName[type.kind, default: [:]][name] = UInt32(id) }
+            // A tag defined several times resolves to the definition that holds its name in the table.
+            let holdsName = (type.kind == .structure || type.kind == .union) && userNames[UInt32(id)] == name
+            if holdsName || index.byName[type.kind]?[name] == nil {
+                index.byName[type.kind, default: [:]][name] = UInt32(id)
+            }
         }
         return index
     }
@@ -194,7 +257,7 @@ struct ISFWriter {
     func resolve(
         _ declared: DeclaredType, in index: TypeIndex, address: UInt64, nextAddress: () -> UInt64?, kernel: (Int, Int)?
     ) -> (json: [UInt8], size: UInt64?)? {
-        func named(_ kind: BTFKind, _ name: String) -> UInt32? { index.firstByName[kind]?[name] }
+        func named(_ kind: BTFKind, _ name: String) -> UInt32? { index.byName[kind]?[name] }
         func fromID(_ id: UInt32?) -> ([UInt8], UInt64?)? {
             guard let id, let json = try? descriptor(of: id) else { return nil }
             return (json, btf.size(of: id))

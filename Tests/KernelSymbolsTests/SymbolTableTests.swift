@@ -348,6 +348,26 @@ struct SymbolTableTests {
         #expect(isf["enums"]?["wide"]?["base"] as? String == "long unsigned int")
     }
 
+    /// A tag BTF defines twice is the table's for the definition more members use (the header's,
+    /// not one local to a file), the other `TAG__ID`; declared types resolve to the former.
+    @Test func aTagDefinedTwiceIsTheMostUsedDefinitions() throws {
+        var b = BTFBuilder()
+        let int = b.int("int", size: 4, encoding: BTFType.signedEncoding)  // 1
+        let local = b.structure("console", size: 4, members: [("x", int, 0, 0)])  // 2
+        let shared = b.structure("console", size: 8, members: [("x", int, 0, 0), ("y", int, 32, 0)])  // 3
+        let pointer = b.record(.pointer, sizeOrType: shared)  // 4
+        b.structure("a", size: 8, members: [("c", pointer, 0, 0)])
+        b.structure("b", size: 16, members: [("c", shared, 0, 0), ("d", local, 64, 0)])
+        b.structure("e", size: 8, members: [("c", pointer, 0, 0)])
+        let isf = try Self.sections(of: b, kernel: (6, 1))
+        #expect(isf["user_types"]?["console"]?["size"] as? Int == 8)
+        #expect(isf["user_types"]?["console__\(local)"]?["size"] as? Int == 4)
+        let writer = try ISFWriter(btf: try BTF(bytes: b.bytes()))
+        let resolved = writer.resolve(
+            .structure("console"), in: writer.typeIndex(), address: 0, nextAddress: { nil }, kernel: nil)
+        #expect(resolved?.size == 8)
+    }
+
     /// The base types, user types and enums an ISFWriter writes for `builder`'s BTF.
     static func sections(of builder: BTFBuilder, kernel: (major: Int, minor: Int)?) throws
         -> [String: [String: [String: Any]]]

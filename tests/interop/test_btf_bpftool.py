@@ -84,17 +84,54 @@ class Expected:
                 target = types.get(int(t["type_id"]))
                 if target and not target["name"] and target["kind"] in ("STRUCT", "UNION", "ENUM", "ENUM64"):
                     typedef_names.setdefault(int(t["type_id"]), t["name"])
+        # A tag defined several times is the name of its most used definition (members and
+        # variables, through pointers, qualifiers and arrays; the first of a tie), the others
+        # TAG__ID.
+        first_of: dict[tuple[str, str], int] = {}
+        preferred: dict[tuple[str, str], int] = {}
+        uses = self._uses()
+        for type_id in sorted(types):
+            t = types[type_id]
+            space = {"STRUCT": "user", "UNION": "user", "ENUM": "enum", "ENUM64": "enum"}.get(t["kind"])
+            if space and t["name"]:
+                key = (space, t["name"])
+                first_of.setdefault(key, type_id)
+                if uses.get(type_id, 0) > uses.get(preferred.get(key, first_of[key]), 0):
+                    preferred[key] = type_id
+        for key, type_id in preferred.items():
+            names, taken = (self.user_names, taken_user) if key[0] == "user" else (self.enum_names, taken_enum)
+            names[type_id] = self._unique(key[1], type_id, taken)
         for tags in (True, False):
             for type_id in sorted(types):
                 t = types[type_id]
                 if bool(t["name"]) != tags:
                     continue
-                if t["kind"] in ("STRUCT", "UNION"):
+                if t["kind"] in ("STRUCT", "UNION") and type_id not in self.user_names:
                     base = t["name"] or typedef_names.get(type_id) or f"unnamed_{t['kind'].lower()}_{type_id}"
                     self.user_names[type_id] = self._unique(base, type_id, taken_user)
-                elif t["kind"] in ("ENUM", "ENUM64"):
+                elif t["kind"] in ("ENUM", "ENUM64") and type_id not in self.enum_names:
                     base = t["name"] or typedef_names.get(type_id) or f"unnamed_enum_{type_id}"
                     self.enum_names[type_id] = self._unique(base, type_id, taken_enum)
+
+    def _uses(self) -> dict[int, int]:
+        """How many members and variables have each type, through qualifiers, pointers and arrays."""
+        counts: dict[int, int] = {}
+
+        def use(type_id: int) -> None:
+            for _ in range(32):
+                t = self.types.get(type_id)
+                if not t or t["kind"] not in QUALIFIERS | {"PTR", "ARRAY"}:
+                    break
+                type_id = int(t["type_id"])
+            counts[type_id] = counts.get(type_id, 0) + 1
+
+        for t in self.types.values():
+            if t["kind"] in ("STRUCT", "UNION"):
+                for member in t["members"]:
+                    use(member["type"])
+            elif t["kind"] == "VAR":
+                use(int(t["type_id"]))
+        return counts
 
     @staticmethod
     def _unique(name: str, type_id: int, taken: set[str]) -> str:
