@@ -101,7 +101,7 @@ else
         newest=$(apt-cache "${APT_OPTS[@]}" search --names-only "$SERIES_REGEX" 2>/dev/null | awk '{ print $1 }' | sort -V | tail -n1)
         die "the pinned $SERIES kernel $PKG is no longer in Debian's archive ($SUITE); the newest build" \
             "of the series is ${newest:-not found either}. Pin it in $HERE/kernels, with a" \
-            "reference table in ../shared/isf made from it"
+            "reference table in tests/guest/testdata/isf made from it (dwarf2json, the build's -dbg vmlinux)"
     }
     DL="$CACHE_DIR/debs"
     mkdir -p "$DL"

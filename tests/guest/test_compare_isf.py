@@ -146,14 +146,44 @@ def test_enum_constant_change_fails_signedness_alone_does_not(tmp_path):
     assert rc == 1 and rep["enums"]["mismatch"][0]["enum"] == "state"
 
 
-def test_flattened_array_is_its_own_failure(tmp_path):
-    ours, ref = table(ours=True), table(ours=False)
-    ref["user_types"]["task"]["fields"]["pid"]["type"] = {
+def flattened(ours: dict, ref: dict, type_name: str) -> None:
+    """`type_name`.pid as pahole flattens a two-dimensional array (ours) and as DWARF has it."""
+    for t in (ours, ref):
+        t["user_types"][type_name] = copy.deepcopy(t["user_types"]["task"])
+    ref["user_types"][type_name]["fields"]["pid"]["type"] = {
         "kind": "array", "count": 2, "subtype": {"kind": "array", "count": 3, "subtype": INT}}
-    ours["user_types"]["task"]["fields"]["pid"]["type"] = {"kind": "array", "count": 6, "subtype": INT}
+    ours["user_types"][type_name]["fields"]["pid"]["type"] = {"kind": "array", "count": 6, "subtype": INT}
+
+
+def test_flattened_array_of_a_member_volatility_reads_fails(tmp_path):
+    ours, ref = table(ours=True), table(ours=False)
+    flattened(ours, ref, "task_struct")  # volatility3 names task_struct and reads .pid
     rc, rep = run(ours, ref, tmp_path)
     assert rc == 1 and rep["user_types"]["member_array_shape_mismatch"][0]["member"] == "pid"
     assert rep["user_types"]["member_type_mismatch"] == []
+    assert rep["failing"] == {"member array shape mismatch, named by volatility3": 1}
+
+
+def test_differences_no_volatility_code_names_are_listed_not_failed(tmp_path):
+    ours, ref = table(ours=True), table(ours=False)
+    flattened(ours, ref, "avml_test_only_type")
+    ref["enums"]["avml_wide"] = {"size": 8, "base": "long int", "constants": {"AVML_HIGH": -2048, "AVML_TOP": 1 << 40}}
+    ours["enums"]["avml_wide"] = {"size": 8, "base": "long unsigned int",
+                                  "constants": {"AVML_HIGH": 0xfffff800, "AVML_TOP": 0}}
+    rc, rep = run(ours, ref, tmp_path)
+    assert rc == 0, rep["failing"]
+    assert set(rep["excused"]) == {"member array shape mismatch", "enum values wider than 32 bits, truncated in BTF"}
+    rc, rep = run(ours, ref, tmp_path, "--strict")
+    assert rc == 1 and set(rep["failing"]) == {"member array shape mismatch, named by volatility3",
+                                               "enum values wider than 32 bits, truncated in BTF, named by volatility3"}
+
+
+def test_enum_values_not_explained_by_32_bits_fail(tmp_path):
+    ours, ref = table(ours=True), table(ours=False)
+    ref["enums"]["avml_wide"] = {"size": 8, "base": "long int", "constants": {"AVML_TOP": 1 << 40}}
+    ours["enums"]["avml_wide"] = {"size": 8, "base": "long unsigned int", "constants": {"AVML_TOP": 1}}
+    rc, rep = run(ours, ref, tmp_path)
+    assert rc == 1 and rep["failing"] == {"enum mismatch": 1}
 
 
 def test_different_banners_exit_2(tmp_path, capsys):

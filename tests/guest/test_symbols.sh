@@ -8,7 +8,8 @@
 # (linux.lsmod.Lsmod) and the command lines (linux.psaux.PsAux). The guest's BTF,
 # kallsyms and banner are copied out, and the table made from them offline on the
 # host must match bpftool's reading of the same BTF (tests/interop/test_btf_bpftool.py).
-# Details in check_symbols.py.
+# Details in check_symbols.py. Then the whole table against the reference table of the same
+# build (testdata/isf) with compare_isf.py.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -80,3 +81,19 @@ sys.exit(0 if speeds == 2 else 1)
 PY
 
 AVML_BIN=$AVML timeout "${AVML_SYMBOLS_CHECK_TIMEOUT:-1800}" python3 "$HERE/check_symbols.py" "$OUT"
+
+# The whole table the guest made, against the one Volatility's dwarf2json made from Debian's
+# debug vmlinux of this very build (testdata/isf): every symbol's address and type, every
+# struct's size and members, enums, base types (issue 24). What differs where Volatility reads
+# fails; what it cannot read differently is listed with why (compare_isf.py).
+release=$(awk '{ print $3 }' "$OUT/sym/version")
+reference="$HERE/testdata/isf/debian-$release.json.xz"
+[ -f "$reference" ] || fail "no reference table for kernel $release in $HERE/testdata/isf (its README says which builds)"
+if python3 "$HERE/compare_isf.py" "$OUT/sym/guest.isf.json.gz" "$reference" --kallsyms "$OUT/sym/kallsyms" \
+    --json "$OUT/compare_isf.json" > "$OUT/compare_isf.txt" 2>&1; then
+    sed -n 's/^/test_symbols: compare_isf: /p' <(grep -E "^(symbols|user types|enums|base types):" "$OUT/compare_isf.txt")
+    echo "test_symbols: the table made in the $release guest gives Volatility what the reference table does (details: $OUT/compare_isf.txt)"
+else
+    tail -n 30 "$OUT/compare_isf.txt" >&2
+    fail "the table made in the $release guest differs from the reference table where Volatility reads (see $OUT/compare_isf.txt)"
+fi
