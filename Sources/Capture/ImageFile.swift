@@ -156,7 +156,8 @@ public final class ImageFile: ImageSink {
         } catch Errno.invalidArgument {
             _ = avml_set_direct_io(descriptor.rawValue, 0)
             self.staging = nil
-            staging.deallocate()
+            // `bytes` is the staging buffer's: written before the buffer goes.
+            defer { staging.deallocate() }
             try writeThrough(UnsafeRawBufferPointer(rebasing: bytes[..<staged]))
         } catch {
             throw OutputError(.write, path: path, errno: error as? Errno ?? .ioError, offset: offset)

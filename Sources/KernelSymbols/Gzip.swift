@@ -116,7 +116,8 @@ public enum Gzip {
 
         /// - Parameters:
         ///   - level: zlib's level, 1 (fast) to 9 (small).
-        ///   - emit: takes each piece of the gzip file, in order, on the deflater's thread.
+        ///   - emit: takes each piece of the gzip file, in order: on the deflater's thread, the
+        ///     last ones on the caller's in `finish`; never two at once.
         /// - Throws: `GzipError` when zlib cannot start.
         init(level: Int32 = 6, emit: @escaping (UnsafeRawBufferPointer) -> Void) throws(GzipError) {
             deflater = try Deflater(level: level, emit: emit)
@@ -140,7 +141,7 @@ public enum Gzip {
         }
 
         /// Compresses what was handed over and ends the stream: the last pieces go to `emit`.
-        /// Once it returns, nothing runs on the deflater's thread.
+        /// The deflater's thread has finished every piece before, so `emit` runs here for the last.
         func finish() throws(GzipError) {
             idle.wait()
             defer { idle.signal() }

@@ -13,9 +13,9 @@
 // {"kind": "bitfield", "bit_position", "bit_length", "type": base or enum}.
 // Typedefs and qualifiers are resolved away, as dwarf2json does.
 //
-// Names: a struct, union or enum keeps its C tag. Tags that BTF holds more than
-// once (different layouts from different compilation units) go to the lowest type
-// id; the others become "TAG__ID". A type without a tag that a typedef names takes the
+// Names: a struct, union or enum keeps its C tag. A tag that BTF holds more than
+// once (different layouts from different compilation units) goes to the definition
+// most members and variables use; the others become "TAG__ID". A type without a tag that a typedef names takes the
 // typedef's name (after every tag, as dwarf2json names it); the rest become
 // "unnamed_struct_ID", "unnamed_union_ID", "unnamed_enum_ID"; members without a name "unnamed_field_INDEX"
 // (marked anonymous when they are a struct or union, which Volatility flattens).
@@ -73,7 +73,7 @@ struct ISFWriter {
         }
         // Tags first, so that a typedef's name never takes a tag's place. A tag BTF defines more
         // than once (`struct console` in printk.h and a 40-byte one local to a driver) is given
-        // to the definition most used (`mostUsed`), the others `TAG__ID`.
+        // to the definition most used (`uses(of:in:)`), the others `TAG__ID`.
         var repeated: [UInt32: [UInt32]] = [:]  // by the first definition's id: every definition
         for pass in [false, true] {
             for (index, type) in btf.types.enumerated().dropFirst() where type.hasName != pass {
@@ -83,11 +83,15 @@ struct ISFWriter {
                     let base =
                         pass
                         ? typedefNames[id] ?? "unnamed_\(type.kind == .union ? "union" : "struct")_\(id)" : type.name
-                    if !pass, let first = userTaken[base] { repeated[first, default: [first]].append(id) }
+                    if !pass, let first = userTaken[base], userNames[first] == base {
+                        repeated[first, default: [first]].append(id)
+                    }
                     userNames[id] = assign(base, id, in: &userTaken)
                 case .enumeration, .enum64:
                     let base = pass ? typedefNames[id] ?? "unnamed_enum_\(id)" : type.name
-                    if !pass, let first = enumTaken[base] { repeated[first, default: [first]].append(id) }
+                    if !pass, let first = enumTaken[base], enumNames[first] == base {
+                        repeated[first, default: [first]].append(id)
+                    }
                     enumNames[id] = assign(base, id, in: &enumTaken)
                 default:
                     break

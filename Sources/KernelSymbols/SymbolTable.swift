@@ -183,8 +183,8 @@ public enum KernelSymbols {
     /// - Parameters:
     ///   - sources: the kernel's files.
     ///   - producerVersion: avml's version, recorded as the table's producer.
-    ///   - write: takes the gzip file's bytes, in order, as they are made, on a thread of the
-    ///     table's own (never after `make` returns); once it throws,
+    ///   - write: takes the gzip file's bytes, in order, as they are made, mostly on a thread of
+    ///     the table's own, one call at a time and never after `make` returns; once it throws,
     ///     it is not called again and the table fails with `.unwritable`.
     /// - Returns: what went into the table, its size and SHA-256.
     /// - Throws: `SymbolTableError`.
@@ -260,7 +260,8 @@ public enum KernelSymbols {
         // the symbols go from the list straight into it, one per name, in name order. zlib's
         // fastest level: at its default (6) compressing was 40% of the table's time, for a
         // file a sixth smaller (6.12: 2.5 MB against 3.0 MB), where the image is hundreds of MB.
-        // On a thread of its own, which also hashes and writes the file (`write` runs there).
+        // On a thread of its own, which also hashes and writes the file (`write` runs there, and
+        // for the last pieces on this thread, never both at once).
         let output = TableOutput(write)
         let deflater: Gzip.BackgroundDeflater
         do {
