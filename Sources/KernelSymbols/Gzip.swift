@@ -93,6 +93,7 @@ public enum Gzip {
             }
         }
     }
+
     /// A `Deflater` on a thread of its own: the caller writes the next piece of input while
     /// the last one is compressed, and handed to `emit`, there (zlib took a quarter of the
     /// symbol table's time on one core). One piece is in flight at most, so the input in memory
