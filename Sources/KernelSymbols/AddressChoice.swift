@@ -94,6 +94,34 @@ extension KernelSymbols {
         }
     }
 
+    /// Warnings for names `list` gives several addresses: any listed global more than once
+    /// (no linked kernel has that: the file was altered or is not one kernel's), and the names
+    /// Volatility reads that are file-local statics at several addresses. Other statics share
+    /// names by the hundred in every kernel and no Volatility code reads them: not warned of.
+    static func duplicateNotes(_ list: SymbolList, path: String) -> [String] {
+        func listing(_ name: String) -> String {
+            let addresses = list.addresses(named: name).map { "0x" + String($0, radix: 16) }
+            return "\(escapedForLog(name)) at " + addresses.joined(separator: ", ")
+        }
+        var notes: [String] = []
+        if !list.conflicting.isEmpty {
+            let shown = list.conflicting.prefix(3).map { listing(list.name(at: Int($0))) }
+            notes.append(
+                "\(escapedForLog(path)) lists \(list.conflicting.count) name(s) as global at several addresses, which one "
+                    + "kernel cannot have (\(shown.joined(separator: "; "))\(list.conflicting.count > 3 ? "; ..." : "")): "
+                    + "the table gives each the first; check that the file is the running kernel's, unaltered")
+        }
+        let read = Set(requiredSymbols + pageTableSymbols + volatilityTypedSymbols.map(\.name))
+        for index in list.ambiguous {
+            let name = list.name(at: Int(index))
+            guard read.contains(name) else { continue }
+            notes.append(
+                "\(escapedForLog(path)) lists \(listing(name)), none global: the table gives the first, "
+                    + "and Volatility reads \(escapedForLog(name)) there")
+        }
+        return notes
+    }
+
     /// Why kallsyms cannot give the table's addresses.
     enum KallsymsProblem {
         case hidden

@@ -69,6 +69,13 @@ public struct SymbolList: Sendable, RandomAccessCollection {
     private var names: [UInt8] = []
     /// One index per name, in name (byte) order: the first global symbol of that name, else the first.
     private(set) var byName: [UInt32] = []
+    /// The names `byName` had to choose an address for (in name order, each by its chosen
+    /// symbol's index): listed at several addresses with no single global one among them,
+    /// as file-local statics of one name are. The table's address may be another variable's.
+    private(set) var ambiguous: [UInt32] = []
+    /// The names listed global at several addresses (by the chosen symbol's index): one
+    /// linked kernel cannot have them, so the file was not made by the kernel as it is.
+    private(set) var conflicting: [UInt32] = []
     /// Lines that named a module.
     public private(set) var moduleSymbolCount = 0
     /// Whether any line, a module's included, showed an address other than zero.
@@ -180,7 +187,8 @@ public struct SymbolList: Sendable, RandomAccessCollection {
     /// Sorts the names into `byName`, keeping one symbol per name.
     mutating func indexNames() {
         var order = Array(0..<UInt32(addresses.count))
-        let types = self.types
+        var (ambiguous, conflicting): ([UInt32], [UInt32]) = ([], [])
+        let (types, addresses) = (self.types, self.addresses)
         withNames { names in
             order.sort { left, right in
                 let byBytes = names.compare(Int(left), Int(right))
@@ -190,13 +198,37 @@ public struct SymbolList: Sendable, RandomAccessCollection {
                 return left < right
             }
             var kept = 0
-            for index in order.indices where kept == 0 || names.compare(Int(order[index]), Int(order[kept - 1])) != 0 {
-                order[kept] = order[index]
+            var index = 0
+            while index < order.count {
+                // One name's symbols, globals first: `chosen` and those of its kind.
+                let chosen = order[index]
+                let chosenIsGlobal = Self.isGlobal(types[Int(chosen)])
+                var end = index + 1
+                var otherAddress = false
+                while end < order.count && names.compare(Int(order[end]), Int(chosen)) == 0 {
+                    let symbol = Int(order[end])
+                    if Self.isGlobal(types[symbol]) == chosenIsGlobal && addresses[symbol] != addresses[Int(chosen)] {
+                        otherAddress = true
+                    }
+                    end += 1
+                }
+                if otherAddress {
+                    if chosenIsGlobal { conflicting.append(chosen) } else { ambiguous.append(chosen) }
+                }
+                order[kept] = chosen
                 kept += 1
+                index = end
             }
             order.removeLast(order.count - kept)
         }
         byName = order
+        (self.ambiguous, self.conflicting) = (ambiguous, conflicting)
+    }
+
+    /// The addresses of every symbol of that name, in the file's order.
+    func addresses(named name: String) -> [UInt64] {
+        let key = Array(name.utf8)
+        return indices.filter { nameBytes(at: $0).elementsEqual(key) }.map { addresses[$0] }
     }
 
     /// The names as raw memory, for comparing without a String each.

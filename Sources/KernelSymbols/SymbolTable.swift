@@ -197,6 +197,9 @@ public enum KernelSymbols {
         let (btf, btfSHA256) = try readBTF(sources.btf)
         var notes: [String] = []
         let addresses = try chooseAddresses(sources, banner: banner, btf: btf, notes: &notes)
+        if let path = addresses.isKallsyms ? addresses.kallsymsPath : addresses.systemMapPath {
+            notes += duplicateNotes(addresses.list, path: path)
+        }
         let offset = kaslrOffset(sources, addresses: addresses, banner: banner, notes: &notes)
         let writer: ISFWriter
         do {

@@ -89,4 +89,52 @@ struct UnexpectedKernelDataTests {
         #expect(names == ["init_files"] && !functionsOnly)
         #expect(!error.description.contains("CONFIG_KALLSYMS_ALL"))
     }
+
+    /// The fixture's kallsyms with `replace` replaced by `with`.
+    static func kallsyms(replacing replace: String, with replacement: String, in directory: TemporaryDirectory) throws
+        -> SymbolSources
+    {
+        let text = try String(contentsOfFile: fixture("kallsyms"), encoding: .utf8)
+        #expect(text.contains(replace))
+        var sources = try SymbolTableTests.offline()
+        sources.kallsyms = directory.write("kallsyms", Array(text.replacingOccurrences(of: replace, with: replacement).utf8))
+        return sources
+    }
+
+    @Test func aNameListedGlobalAtTwoAddressesIsWarnedOfAndTheFirstIsTaken() throws {
+        // No linked kernel has two global init_task: a tampered or spliced kallsyms.
+        let directory = try TemporaryDirectory()
+        let sources = try Self.kallsyms(
+            replacing: "ffffffff9f000000 D init_task\n",
+            with: "ffffffff9f000000 D init_task\nffffffff9f0ff000 D init_task\n", in: directory)
+        let (table, isf) = try SymbolTableTests.make(sources)
+        let warnings = table.notes.filter { $0.contains("as global at several addresses") }
+        #expect(warnings.count == 1, "\(table.notes)")
+        #expect(warnings.first?.hasPrefix("\(sources.kallsyms ?? "") lists 1 name(s)") == true)
+        #expect(warnings.first?.contains("init_task at 0xffffffff9f000000, 0xffffffff9f0ff000") == true)
+        let address = (isf.object("symbols", "init_task")?["address"] as? NSNumber)?.uint64Value
+        #expect(address == 0xffff_ffff_9f00_0000 - SymbolTableTests.offset)
+        #expect(SymbolsManifestEntry(table: table.table, path: "t.isf.json.gz").notes?.contains(warnings[0]) == true)
+    }
+
+    @Test func aStaticVolatilityReadsListedAtTwoAddressesIsWarnedOf() throws {
+        // tk_core is `static` in the kernel: two file-local ones of that name make the table's a guess.
+        let directory = try TemporaryDirectory()
+        let sources = try Self.kallsyms(
+            replacing: "ffffffff9f004000 D tk_core\n",
+            with: "ffffffff9f004000 d tk_core\nffffffff9f005000 d tk_core\n", in: directory)
+        let (table, _) = try SymbolTableTests.make(sources)
+        let warnings = table.notes.filter { $0.contains("none global") }
+        #expect(
+            warnings == [
+                "\(sources.kallsyms ?? "") lists tk_core at 0xffffffff9f004000, 0xffffffff9f005000, none global: "
+                    + "the table gives the first, and Volatility reads tk_core there"
+            ], "\(table.notes)")
+    }
+
+    @Test func staticsNoVolatilityCodeReadsAreNotWarnedOf() throws {
+        // The fixture's two local `helper` (and a global one) are what every kernel has by the hundred.
+        let (table, _) = try SymbolTableTests.make(SymbolTableTests.offline())
+        #expect(!table.notes.contains { $0.contains("several addresses") || $0.contains("none global") }, "\(table.notes)")
+    }
 }
