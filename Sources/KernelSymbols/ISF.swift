@@ -597,7 +597,11 @@ struct ISFWriter {
             json.raw(#","base":"#)
             json.string(bases["\(type.sizeOrType)/\(type.kindFlag)"] ?? "void")
             json.raw(#","constants":{"#)
-            for (position, constant) in type.enumerators.enumerated() {
+            // In name (byte) order, as dwarf2json writes them: Volatility keeps the order, so plugins
+            // that list an enum's names (page flags) give them in it, and where two names share a value
+            // the later one names it.
+            let constants = type.enumerators.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+            for (position, constant) in constants.enumerated() {
                 if position > 0 { json.byte(0x2c) }
                 json.key(constant.name)
                 if type.kindFlag {
