@@ -80,10 +80,7 @@ struct UnexpectedKernelDataTests {
     @Test func kallsymsWithDataSymbolsIsNotBlamedOnKallsymsAll() throws {
         // Data symbols are there, one required symbol is not: the kernel has CONFIG_KALLSYMS_ALL.
         let directory = try TemporaryDirectory()
-        let text = try String(contentsOfFile: fixture("kallsyms"), encoding: .utf8)
-        var sources = try SymbolTableTests.offline()
-        sources.kallsyms = directory.write(
-            "kallsyms", Array(text.replacingOccurrences(of: " D init_files\n", with: " D other_files\n").utf8))
+        let sources = try Self.kallsyms(replacing: " D init_files\n", with: " D other_files\n", in: directory)
         let error = try SymbolTableTests.failure(sources)
         guard case .missingSymbols(let names, _, let functionsOnly, _) = error.reason else { throw Failure("\(error)") }
         #expect(names == ["init_files"] && !functionsOnly)
