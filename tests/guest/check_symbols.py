@@ -48,7 +48,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VOLATILITY_TIMEOUT = int(os.environ.get("AVML_VOLATILITY_TIMEOUT", "600"))
-COMPRESSED_TIMEOUT = int(os.environ.get("AVML_VOLATILITY_COMPRESSED_TIMEOUT", "120"))
+COMPRESSED_TIMEOUT = int(os.environ.get("AVML_VOLATILITY_COMPRESSED_TIMEOUT", "300"))
 
 failures: list[str] = []
 
@@ -180,8 +180,9 @@ class Volatility:
         self.cache = work / "cache"
         self.cache.mkdir()
 
-    def run(self, image: Path, plugin: str, timeout: int, verbose: bool = False, stackers: list[str] | None = None):
-        """(rows, stderr, seconds), rows None on failure or timeout."""
+    def run(self, image: Path, plugin: str, timeout: int, verbose: bool = False, stackers: list[str] | None = None,
+            arguments: list[str] | None = None):
+        """(rows, stderr, seconds), rows None on failure or timeout. `arguments` follow the plugin's name."""
         vol = shutil.which("vol")
         if vol is None:
             raise SystemExit("check_symbols: Volatility 3's `vol` is not on PATH (scripts/setup-test-deps installs it)")
@@ -190,6 +191,7 @@ class Volatility:
         if verbose:
             command.append("-vvvv")
         command.append(plugin)
+        command += arguments or []
         started = time.monotonic()
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -250,10 +252,15 @@ def check_descriptors(volatility: Volatility, lime: Path, sym: Path, before, aft
               if fds and fds_after.get(pid) == fds and before.get(pid) == after.get(pid) is not None}
     rows, stderr, seconds = volatility.run(lime, "linux.lsof.Lsof", VOLATILITY_TIMEOUT)
     if check(rows is not None, f"linux.lsof.Lsof runs on mem.lime ({seconds:.0f} s)", "" if rows else stderr):
+        # An anonymous inode's file: /proc names it by its dentry ("anon_inode:bpf-prog"), Volatility
+        # by the inode they all share ("anon_inode:[45]"); compared by kind alone.
+        def comparable(fds):
+            return {fd: "anon_inode:" if target.startswith("anon_inode:") else target for fd, target in fds.items()}
         seen: dict[int, dict[int, str]] = {}
         for row in flatten(rows):
             seen.setdefault(int(row["PID"]), {})[int(row["FD"])] = row["Path"]
-        wrong = {pid: (fds, seen.get(pid)) for pid, fds in stable.items() if seen.get(pid) != fds}
+        wrong = {pid: (fds, seen.get(pid)) for pid, fds in stable.items()
+                 if comparable(seen.get(pid, {})) != comparable(fds) or pid not in seen}
         kinds = {target.split(":")[0] if ":[" in target else "file" for fds in stable.values() for target in fds.values()}
         check(not wrong and {"file", "pipe", "socket"} <= kinds,
               f"linux.lsof.Lsof gives /proc/PID/fd of the {len(stable)} processes whose descriptors did not change "

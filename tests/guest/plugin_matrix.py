@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """plugin_matrix.py OUT...: every Volatility 3 Linux plugin, with our table and the reference's.
 
-    python3 tests/guest/plugin_matrix.py OUT [OUT ...] [--plugins P ...] [--jobs N]
-                                         [--timeout S] [--markdown FILE]
+    python3 tests/guest/plugin_matrix.py OUT [OUT ...] [--plugins P ... | --workload] [--require-rows]
+                                         [--jobs N] [--timeout S] [--markdown FILE]
 
 OUT is what tests/guest/test_symbols.sh left for one guest kernel: the capture sym/mem.lime,
 the table `avml acquire` wrote beside it (sym/mem.lime.isf.json.gz) and the kernel's banner
 (sym/version), taken after the small workload test_symbols.sh starts (processes with
-arguments, connected and listening TCP sockets, a pipe, a fifo, a file held open on tmpfs).
+arguments, connected and listening TCP sockets, a pipe, a fifo, a file held open on tmpfs,
+bash with a history line, an eBPF program on a perf event, a writable and executable
+mapping, a traced process, an ftrace filter, a tracepoint probe, a keyboard notifier and a
+framebuffer: see WORKLOAD_PLUGINS).
 Each plugin of the installed volatility3 whose name starts with `linux.` runs twice on the
 same image, `vol -r json`, offline, each time with one table alone: ours, and the one
 Volatility's dwarf2json made from Debian's debug vmlinux of the same build
@@ -20,9 +23,10 @@ Volatility's dwarf2json made from Debian's debug vmlinux of the same build
   ours fails / reference fails / both fail   with the first error line
 
 Prints a Markdown table (plugin × kernel) and, per kernel, the differences; --markdown also
-writes it to FILE. Exits 1 when any plugin differs or fails with ours alone, 0 otherwise,
-2 on bad input. A full run takes tens of minutes per kernel (each plugin reads the image twice):
-a script to run by hand, not part of CI (test_symbols.sh runs the core plugins on every kernel).
+writes it to FILE. Exits 1 when any plugin differs or fails with ours alone, or, with
+--require-rows, when any gives no rows or fails with either table; 0 otherwise, 2 on bad input.
+A full run takes tens of minutes per kernel (each plugin reads the image twice): by hand.
+test_symbols.sh runs `--workload` (WORKLOAD_PLUGINS, rows required) on every kernel it tests.
 """
 from __future__ import annotations
 
@@ -38,6 +42,28 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from check_symbols import Volatility, flatten  # noqa: E402
+
+
+# What test_symbols.sh's workload is there for, each of which gives rows on it with either table.
+WORKLOAD_PLUGINS = [
+    "linux.bash.Bash",  # bash with a history line
+    "linux.ebpf.EBPF",  # workload.c's program
+    "linux.tracing.perf_events.PerfEvents",  # its perf event, which has the program
+    "linux.malware.malfind.Malfind",  # its writable and executable mapping
+    "linux.ptrace.Ptrace",  # its traced child
+    "linux.library_list.LibraryList",  # bash's libc and ld.so
+    "linux.tracing.ftrace.CheckFtrace",  # the function tracer filtered to vfs_read
+    "linux.tracing.tracepoints.CheckTracepoints",  # sched_switch's event probe
+    "linux.malware.keyboard_notifiers.Keyboard_notifiers",  # speakup's notifier
+    "linux.graphics.fbdev.Fbdev",  # vesafb
+    "linux.pagecache.InodePages",  # the file test_symbols.sh holds open on tmpfs
+]
+
+# Plugins that need arguments to give rows.
+PLUGIN_ARGUMENTS = {
+    "linux.pagecache.InodePages": ["--find", "/tmp/avml-held"],
+    "linux.vmaregexscan.VmaRegExScan": ["--pattern", "avml-history-test"],  # bash's history line
+}
 
 
 def linux_plugins() -> list[str]:
@@ -112,7 +138,8 @@ def run_kernel(out: Path, plugins: list[str], jobs: int, timeout: int) -> tuple[
         for side in volatility.values():
             side.run(image, "linux.pslist.PsList", timeout)
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {(plugin, side): pool.submit(volatility[side].run, image, plugin, timeout)
+            futures = {(plugin, side): pool.submit(volatility[side].run, image, plugin, timeout,
+                                                   arguments=PLUGIN_ARGUMENTS.get(plugin))
                        for plugin in plugins for side in ("ours", "reference")}
             for plugin in plugins:
                 o, r = futures[(plugin, "ours")].result(), futures[(plugin, "reference")].result()
@@ -126,10 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", nargs="+", type=Path, help="test_symbols.sh output folders, one per kernel")
     ap.add_argument("--plugins", nargs="+", help="these plugins only (default: every linux.* plugin)")
+    ap.add_argument("--workload", action="store_true",
+                    help="the plugins test_symbols.sh's workload is for (WORKLOAD_PLUGINS), with --require-rows")
+    ap.add_argument("--require-rows", action="store_true",
+                    help="fail unless every plugin gives the same rows, at least one, with both tables")
     ap.add_argument("--jobs", type=int, default=2, help="plugins run at once (default 2)")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per plugin run (default 600)")
     ap.add_argument("--markdown", type=Path, help="also write the report here")
     args = ap.parse_args(argv)
+    if args.workload:
+        args.plugins, args.require_rows = WORKLOAD_PLUGINS, True
     plugins = args.plugins or linux_plugins()
     kernels = [run_kernel(out, plugins, args.jobs, args.timeout) for out in args.out]
     lines = ["| plugin | " + " | ".join(release for release, _ in kernels) + " |",
@@ -151,8 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.markdown:
         args.markdown.write_text(report)
-    bad = sum(t["differs"] + t["ours fails"] for t in totals)
-    return 1 if bad else 0
+    return 1 if failures(totals, args.require_rows) else 0
+
+
+def failures(totals: list[collections.Counter], require_rows: bool) -> int:
+    """Plugins (over every kernel) that fail the run: those that differ or fail with ours alone,
+    and with `require_rows` every one that is not equal with at least one row."""
+    if require_rows:
+        return sum(n for total in totals for name, n in total.items() if name != "equal")
+    return sum(total["differs"] + total["ours fails"] for total in totals)
 
 
 if __name__ == "__main__":

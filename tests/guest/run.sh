@@ -35,6 +35,8 @@
 #                            is loaded and /dev/kvm is usable, else tcg)
 #   AVML_GUEST_APPEND        extra kernel command-line arguments
 #   AVML_GUEST_EXTRA_FILES   "HOSTPATH:GUESTPATH ..." files to add to the initramfs
+#   AVML_GUEST_MODULES       more kernel modules to load at boot (names, with their dependencies)
+#   AVML_GUEST_QEMU_ARGS     extra QEMU arguments (split on blanks), e.g. "-vga std"
 #   AVML_GUEST_REQUIRE_STEPS_OK=1  exit 1 if any step's exit code is non-zero
 #   AVML_GUEST_KEEP_WORK=1   keep the work dir (data disk image, initrd) in
 #                            CACHE_DIR/runs/ (default: deleted, also on failure;
@@ -104,7 +106,8 @@ fi
 
 # ---------------------------------------------------------------------------
 # Base initramfs (busybox + modules), cached per kernel/busybox/module list.
-MODULES=(virtio_pci virtio_blk ext4)
+# shellcheck disable=SC2206  # a list of names
+MODULES=(virtio_pci virtio_blk ext4 ${AVML_GUEST_MODULES:-})
 key=$( { echo "$KVER"; echo "${MODULES[*]}"; sha256sum "$BUSYBOX" "$HERE/moddeps.py"; } | sha256sum | cut -c1-16)
 BASE_CPIO="$CACHE_DIR/initramfs/base-$KVER-$key.cpio"
 if [ ! -f "$BASE_CPIO" ]; then
@@ -227,9 +230,10 @@ case "$ACCEL" in
 esac
 
 APPEND="console=ttyS0,115200 panic=-1 loglevel=6 ${AVML_GUEST_APPEND:-}"
+# shellcheck disable=SC2206  # AVML_GUEST_QEMU_ARGS splits on blanks
 QEMU=(qemu-system-x86_64 -nodefaults -no-user-config -no-reboot
     -machine pc "${ACCEL_ARGS[@]}" -m "$MEM" -smp "$SMP"
-    -display none -nic none
+    -display none -nic none ${AVML_GUEST_QEMU_ARGS:-}
     -kernel "$VMLINUZ" -initrd "$WORK/initrd.cpio" -append "$APPEND"
     -drive "file=$DISK,format=raw,if=virtio,cache=unsafe"
     -serial "file:$OUT_DIR/logs/console.log"

@@ -45,3 +45,12 @@ def test_no_rows_and_failures_are_told_apart():
                "ISF table produced by dwarf2json was created with version 0.8.0 or later\n\n\t* An invalid symbol "
                "table\n\nNo further results will be produced\n")
     assert plugin_matrix.verdict(failed(refused), ran([]))[1].startswith("Invalid symbol table")
+
+
+def test_rows_required_fails_no_rows_and_a_reference_failure_too():
+    import collections
+    totals = [collections.Counter({"equal": 3, "no rows": 1}), collections.Counter({"equal": 2, "reference fails": 1})]
+    assert plugin_matrix.failures(totals, require_rows=False) == 0
+    assert plugin_matrix.failures(totals, require_rows=True) == 2
+    assert plugin_matrix.failures([collections.Counter({"ours fails": 1, "differs": 1})], require_rows=False) == 2
+

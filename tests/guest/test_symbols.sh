@@ -28,6 +28,12 @@ avml symbols sym/guest.isf.json.gz
 # a pipe (sleep | nc), a fifo, a file on tmpfs (fd 3).
 mkfifo /tmp/avml-fifo && echo held > /tmp/avml-held && cd / && { sleep 100000 & sh -c 'exec 3</tmp/avml-held; read line < /tmp/avml-fifo' & nc -l -p 4444 -e cat & } </dev/null >/dev/null 2>&1; echo started
 sleep 1; cd / && { sleep 100000 | nc 127.0.0.1 4444 & } </dev/null >/dev/null 2>&1; sleep 1; echo connected
+# What more plugins look for (plugin_matrix.py's WORKLOAD_PLUGINS): workload.c's eBPF program on a perf
+# event, writable and executable mapping and traced child; bash (dynamic: its libc's link_map) with a
+# history line (`set -H` makes bash stamp it "#TIME", which Volatility looks for); the function tracer on
+# vfs_read and sched_switch's event, recording off; speakup (loaded at boot) and vesafb are in the kernel.
+cd / && { /test/workload > /tmp/workload.out 2>&1 & bash -c 'set -H; history -s "echo avml-history-test"; sleep 100000 & wait' & } </dev/null >/dev/null 2>&1; sleep 1; cat /tmp/workload.out; grep -q ready /tmp/workload.out
+mount -t tracefs nodev /sys/kernel/tracing && cd /sys/kernel/tracing && echo 0 > tracing_on && echo vfs_read > set_ftrace_filter && echo function > current_tracer && echo 1 > events/sched/sched_switch/enable && echo tracing
 avml check sym/mem.lime
 sh /test/snapshot.sh sym/before-lime
 avml acquire sym/mem.lime
@@ -35,9 +41,13 @@ sh /test/snapshot.sh sym/after-lime
 avml acquire --compress sym/mem.avml
 sh /test/snapshot.sh sym/after-avml
 STEPS
-AVML_GUEST_SMP=${AVML_GUEST_SMP:-2} AVML_GUEST_EXTRA_FILES="$HERE/snapshot.sh:/test/snapshot.sh" \
+workload=$(mktemp -d)
+gcc -static -O2 -Wall -Werror -o "$workload/workload" "$HERE/workload.c"
+libraries=$(ldd /bin/bash | awk '$3 ~ /^\// { printf "%s:%s ", $3, $3 } $1 ~ /^\/.*ld-linux/ { printf "%s:%s ", $1, $1 }')
+AVML_GUEST_SMP=${AVML_GUEST_SMP:-2} AVML_GUEST_MODULES=speakup AVML_GUEST_QEMU_ARGS="-vga std" AVML_GUEST_APPEND="vga=0x318" \
+    AVML_GUEST_EXTRA_FILES="$HERE/snapshot.sh:/test/snapshot.sh $workload/workload:/test/workload /bin/bash:/bin/bash $libraries" \
     "$HERE/run.sh" "$CACHE_DIR" "$AVML" "$OUT" "$steps"
-rm -f "$steps"
+rm -rf "$steps" "$workload"
 fail() { echo "test_symbols: FAIL: $*" >&2; exit 1; }
 
 # The default capture (kcore on every kernel here) against QEMU's dump of the guest's RAM,
@@ -96,4 +106,14 @@ if python3 "$HERE/compare_isf.py" "$OUT/sym/guest.isf.json.gz" "$reference" --ka
 else
     tail -n 30 "$OUT/compare_isf.txt" >&2
     fail "the table made in the $release guest differs from the reference table where Volatility reads (see $OUT/compare_isf.txt)"
+fi
+
+# The plugins the workload is for (plugin_matrix.py's WORKLOAD_PLUGINS), with our table and with the
+# reference table: each must give rows, the same with both.
+if timeout "${AVML_SYMBOLS_CHECK_TIMEOUT:-1800}" python3 "$HERE/plugin_matrix.py" "$OUT" --workload \
+    --markdown "$OUT/workload_plugins.md" > "$OUT/workload_plugins.txt" 2>&1; then
+    echo "test_symbols: every workload plugin gives the same rows, at least one, with the $release guest's table as with the reference"
+else
+    sed -n 's/^plugin_matrix: //p' "$OUT/workload_plugins.txt" >&2
+    fail "a workload plugin gives no rows, fails or differs on $release (see $OUT/workload_plugins.md)"
 fi
