@@ -202,14 +202,22 @@ public final class ImageFile: ImageSink {
             return
         }
         var remaining = count
-        try withUnsafeTemporaryAllocation(byteCount: 1 << 16, alignment: 16) { (zeros) throws(OutputError) in
+        // The closure keeps its error and the function throws it after: Swift 6.2's
+        // withUnsafeTemporaryAllocation rethrows only untyped errors (scripts/build-aarch64).
+        var failure: OutputError?
+        withUnsafeTemporaryAllocation(byteCount: 1 << 16, alignment: 16) { zeros in
             zeros.initializeMemory(as: UInt8.self, repeating: 0)
-            while remaining > 0 {
-                let step = Int(min(remaining, UInt64(zeros.count)))
-                try write(UnsafeRawBufferPointer(rebasing: zeros[..<step]))
-                remaining -= UInt64(step)
+            do throws(OutputError) {
+                while remaining > 0 {
+                    let step = Int(min(remaining, UInt64(zeros.count)))
+                    try write(UnsafeRawBufferPointer(rebasing: zeros[..<step]))
+                    remaining -= UInt64(step)
+                }
+            } catch {
+                failure = error
             }
         }
+        if let failure { throw failure }
     }
 
     /// Whether `restart` can empty the destination: a regular file, not a pipe or terminal.
