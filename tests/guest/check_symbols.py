@@ -259,8 +259,7 @@ def check_descriptors(volatility: Volatility, lime: Path, sym: Path, before, aft
         seen: dict[int, dict[int, str]] = {}
         for row in flatten(rows):
             seen.setdefault(int(row["PID"]), {})[int(row["FD"])] = row["Path"]
-        wrong = {pid: (fds, seen.get(pid)) for pid, fds in stable.items()
-                 if comparable(seen.get(pid, {})) != comparable(fds) or pid not in seen}
+        wrong = {pid: (fds, seen.get(pid)) for pid, fds in stable.items() if comparable(seen.get(pid, {})) != comparable(fds)}
         kinds = {target.split(":")[0] if ":[" in target else "file" for fds in stable.values() for target in fds.values()}
         check(not wrong and {"file", "pipe", "socket"} <= kinds,
               f"linux.lsof.Lsof gives /proc/PID/fd of the {len(stable)} processes whose descriptors did not change "

@@ -134,10 +134,10 @@ def run_kernel(out: Path, plugins: list[str], jobs: int, timeout: int) -> tuple[
         (work / "ours").mkdir()
         (work / "reference").mkdir()
         volatility = {"ours": Volatility(ours, work / "ours"), "reference": Volatility(reference, work / "reference")}
-        # Each table's cache first, one plugin each, so the parallel runs do not all build it.
-        for side in volatility.values():
-            side.run(image, "linux.pslist.PsList", timeout)
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            # Each table's cache first (both at once), so that the runs after do not all build it.
+            for warm_up in [pool.submit(side.run, image, "linux.pslist.PsList", timeout) for side in volatility.values()]:
+                warm_up.result()
             futures = {(plugin, side): pool.submit(volatility[side].run, image, plugin, timeout,
                                                    arguments=PLUGIN_ARGUMENTS.get(plugin))
                        for plugin in plugins for side in ("ours", "reference")}
