@@ -11,7 +11,9 @@ Inputs
   iomem   the guest's /proc/iomem read as root (run.sh writes OUT/iomem.txt).
           Top-level "System RAM" lines are the RAM ranges; the nested
           "Kernel code" and "Kernel rodata" lines below them are the ranges
-          that must not change while the guest runs.
+          that must not change while the guest runs (arm64 has no "Kernel
+          rodata": its "Kernel code" runs from _stext to __init_begin and
+          holds the rodata).
   truth   directory of QMP pmemsave dumps, one per System RAM range, named
           ram-<start>-<end>.bin (16 lower-case hex digits each, end
           inclusive), as written by guestctl.py after the guest was stopped.

@@ -4,7 +4,9 @@
 # Boots the Debian kernel setup.sh prepared in CACHE_DIR in QEMU (512 MiB RAM) with
 # a busybox initramfs holding AVML_BINARY as /bin/avml, runs SCRIPT inside the
 # guest, then takes QEMU's own dump of the guest's System RAM as ground truth
-# and copies the guest's output files out.
+# and copies the guest's output files out. An amd64 kernel boots in
+# qemu-system-x86_64 (pc), an arm64 one in qemu-system-aarch64 (virt, a Neoverse N1
+# as on AWS Graviton2, console on ttyAMA0, signal port on a virtio console).
 #
 # SCRIPT is a shell snippet; every non-empty, non-comment line is one step
 # (a line ending in "\" continues on the next).  Each step runs as
@@ -79,14 +81,21 @@ fi
 # shellcheck disable=SC1091
 . "$CACHE_DIR/kernel.env"
 [ -f "$VMLINUZ" ] && [ -d "$MODDIR" ] || die "kernel missing in $CACHE_DIR: run setup.sh $CACHE_DIR"
-for b in qemu-system-x86_64 busybox cpio python3; do
+ARCH=${ARCH:-amd64}  # kernel.env of a cache made before arm64 guests
+case "$ARCH" in
+    amd64) QEMU_BINARY=qemu-system-x86_64 ;;
+    arm64) QEMU_BINARY=qemu-system-aarch64 ;;
+    *) die "$CACHE_DIR/kernel.env: unknown ARCH $ARCH" ;;
+esac
+for b in "$QEMU_BINARY" busybox cpio python3; do
     command -v "$b" >/dev/null 2>&1 || die "$b not found: run setup.sh $CACHE_DIR"
 done
 export PATH="$PATH:/sbin:/usr/sbin"
 for b in mke2fs debugfs; do
     command -v "$b" >/dev/null 2>&1 || die "$b not found: run setup.sh $CACHE_DIR"
 done
-BUSYBOX=$(command -v busybox)
+BUSYBOX=${BUSYBOX:-$(command -v busybox)}
+[ -x "$BUSYBOX" ] || die "the guest's busybox $BUSYBOX is missing: run setup.sh $CACHE_DIR"
 
 # A dynamically linked AVML_BINARY cannot run in the initramfs (no libc there).
 if python3 - "$AVML_BIN" <<'PY'
@@ -180,7 +189,10 @@ cp "$HERE/guest-init.sh" "$ov/init"
 chmod 755 "$ov/init"
 cp "$AVML_BIN" "$ov/bin/avml"
 chmod 755 "$ov/bin/avml"
-echo "STEP_TIMEOUT=$STEP_TIMEOUT" > "$ov/test/config"
+{
+    echo "STEP_TIMEOUT=$STEP_TIMEOUT"
+    [ "$ARCH" = amd64 ] || echo "SIG=/dev/hvc0"
+} > "$ov/test/config"
 for spec in ${AVML_GUEST_EXTRA_FILES:-}; do
     src=${spec%%:*} dst=${spec#*:}
     [ -f "$src" ] && [ "${dst#/}" != "$dst" ] || die "bad AVML_GUEST_EXTRA_FILES entry $spec (want HOSTFILE:/abs/guest/path)"
@@ -223,21 +235,31 @@ if [ -z "$ACCEL" ]; then
     fi
 fi
 # shellcheck disable=SC2054  # the comma belongs to the -cpu value
-case "$ACCEL" in
-    kvm) ACCEL_ARGS=(-accel kvm -cpu host) ;;
-    tcg) ACCEL_ARGS=(-accel tcg -cpu max,la57=off) ;;
-    *) die "AVML_GUEST_ACCEL must be tcg or kvm, not $ACCEL" ;;
+case "$ARCH-$ACCEL" in
+    amd64-kvm) ACCEL_ARGS=(-accel kvm -cpu host) ;;
+    amd64-tcg) ACCEL_ARGS=(-accel tcg -cpu max,la57=off) ;;
+    arm64-tcg) ACCEL_ARGS=(-accel tcg -cpu neoverse-n1) ;;
+    *) die "AVML_GUEST_ACCEL must be tcg (or kvm for amd64), not $ACCEL" ;;
 esac
 
-APPEND="console=ttyS0,115200 panic=-1 loglevel=6 ${AVML_GUEST_APPEND:-}"
+# shellcheck disable=SC2054  # commas belong to QEMU's option values
+if [ "$ARCH" = amd64 ]; then
+    CONSOLE=ttyS0
+    MACHINE=(-machine pc -serial "file:$OUT_DIR/logs/console.log" -serial "file:$OUT_DIR/logs/signal.log")
+else
+    # virt has one UART: the signal port is a virtio console (hvc0, built into Debian's kernel).
+    CONSOLE=ttyAMA0
+    MACHINE=(-machine virt -serial "file:$OUT_DIR/logs/console.log"
+        -device virtio-serial-pci -chardev "file,id=signal,path=$OUT_DIR/logs/signal.log"
+        -device virtconsole,chardev=signal)
+fi
+APPEND="console=$CONSOLE,115200 panic=-1 loglevel=6 ${AVML_GUEST_APPEND:-}"
 # shellcheck disable=SC2206  # AVML_GUEST_QEMU_ARGS splits on blanks
-QEMU=(qemu-system-x86_64 -nodefaults -no-user-config -no-reboot
-    -machine pc "${ACCEL_ARGS[@]}" -m "$MEM" -smp "$SMP"
+QEMU=("$QEMU_BINARY" -nodefaults -no-user-config -no-reboot
+    "${MACHINE[@]}" "${ACCEL_ARGS[@]}" -m "$MEM" -smp "$SMP"
     -display none -nic none ${AVML_GUEST_QEMU_ARGS:-}
     -kernel "$VMLINUZ" -initrd "$WORK/initrd.cpio" -append "$APPEND"
     -drive "file=$DISK,format=raw,if=virtio,cache=unsafe"
-    -serial "file:$OUT_DIR/logs/console.log"
-    -serial "file:$OUT_DIR/logs/signal.log"
     -qmp "unix:$QMP_SOCK,server=on,wait=off")
 printf '%q ' "${QEMU[@]}" > "$OUT_DIR/logs/qemu-cmdline.txt"
 T_PREP=$(elapsed)

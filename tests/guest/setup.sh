@@ -9,7 +9,9 @@
 #     choice in CACHE_DIR/kernel.env.
 #
 # SERIES (or AVML_GUEST_KERNEL) picks the kernel generation, as responders meet them:
-# 5.10 (Debian 11), 6.1 (Debian 12, the default) or 6.12 (Debian 13). The exact build of
+# 5.10 (Debian 11), 6.1 (Debian 12, the default) or 6.12 (Debian 13); 6.12-arm64 is
+# Debian 13's arm64 kernel, booted by qemu-system-aarch64 with an arm64 busybox (also
+# downloaded, from bookworm) in its initramfs. The exact build of
 # each is pinned in tests/guest/kernels; if Debian's archive no longer has it, this fails
 # and names the newest build of the series (no silent switch to another build).
 # The packages come from Debian's archive through apt sources of the project's own
@@ -19,14 +21,14 @@
 # decompressed once here, and modules.dep is made for the .ko files.
 #
 # Environment:
-#   AVML_GUEST_KERNEL      5.10 | 6.1 | 6.12 (default 6.1; the argument wins)
+#   AVML_GUEST_KERNEL      5.10 | 6.1 | 6.12 | 6.12-arm64 (default 6.1; the argument wins)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
 log() { echo "setup.sh: $*" >&2; }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $0 CACHE_DIR [5.10|6.1|6.12]"
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $0 CACHE_DIR [5.10|6.1|6.12|6.12-arm64]"
 CACHE_DIR=$1
 SERIES=${2:-${AVML_GUEST_KERNEL:-6.1}}
 mkdir -p "$CACHE_DIR"
@@ -48,9 +50,20 @@ apt_update_once() {
 }
 
 # --- host packages ---------------------------------------------------------
+# The guest's architecture: the pinned package's suffix (linux-image-...-amd64 or -arm64).
+read -r _ PKG SUITE SERIES_REGEX < <(awk -v series="$SERIES" '$1 == series' "$HERE/kernels") \
+    || die "no series $SERIES in $HERE/kernels (known: $(awk '!/^#/ && NF { printf "%s ", $1 }' "$HERE/kernels"))"
+KVER=${PKG#linux-image-}
+ARCH=${KVER##*-}
+case "$ARCH" in
+    amd64) QEMU_PACKAGE=qemu-system-x86 QEMU_BINARY=qemu-system-x86_64 ;;
+    arm64) QEMU_PACKAGE=qemu-system-arm QEMU_BINARY=qemu-system-aarch64 ;;
+    *) die "$PKG in $HERE/kernels: unknown architecture $ARCH (amd64 or arm64)" ;;
+esac
+
 need=()
 pkg_ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in qemu-system-x86 busybox-static e2fsprogs cpio xz-utils python3; do
+for p in "$QEMU_PACKAGE" busybox-static e2fsprogs cpio xz-utils python3; do
     pkg_ok "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -59,23 +72,32 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 \
         || die "apt-get install ${need[*]} failed"
 fi
-for b in qemu-system-x86_64 busybox mke2fs debugfs cpio xz python3; do
+for b in "$QEMU_BINARY" busybox mke2fs debugfs cpio xz python3; do
     command -v "$b" >/dev/null 2>&1 || [ -x "/sbin/$b" ] || [ -x "/usr/sbin/$b" ] \
         || die "$b not found after installing packages"
 done
 
 # --- guest kernel ----------------------------------------------------------
 # The pinned build of the series: "series package suite regex" in tests/guest/kernels.
-read -r _ PKG SUITE SERIES_REGEX < <(awk -v series="$SERIES" '$1 == series' "$HERE/kernels") \
-    || die "no series $SERIES in $HERE/kernels (known: $(awk '!/^#/ && NF { printf "%s ", $1 }' "$HERE/kernels"))"
-KVER=${PKG#linux-image-}
-
 KDIR="$CACHE_DIR/kernel/$KVER"
-if [ -f "$KDIR/.complete" ]; then
+# An arm64 guest's busybox: the host's is amd64.
+if [ "$ARCH" = amd64 ]; then
+    GUEST_BUSYBOX=$(command -v busybox)
+else
+    GUEST_BUSYBOX="$CACHE_DIR/busybox-$ARCH/bin/busybox"
+fi
+if [ -f "$KDIR/.complete" ] && [ -x "$GUEST_BUSYBOX" ]; then
     log "kernel $KVER already unpacked in $KDIR"
 else
-    # A private apt: the project's sources list, its own state and cache, the host's keyring.
-    APT_DIR=$(dirname "$CACHE_DIR")/apt
+    # A private apt: the project's sources list, its own state and cache, the host's keyring;
+    # one per architecture, so that amd64's lists are not made anew for arm64.
+    if [ "$ARCH" = amd64 ]; then
+        APT_DIR=$(dirname "$CACHE_DIR")/apt
+        ARCH_OPTS=()
+    else
+        APT_DIR=$(dirname "$CACHE_DIR")/apt-$ARCH
+        ARCH_OPTS=(-o "APT::Architecture=$ARCH" -o "APT::Architectures::=$ARCH")
+    fi
     mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
     keyring=/usr/share/keyrings/debian-archive-keyring.gpg
     {
@@ -85,7 +107,7 @@ else
         done
     } > "$APT_DIR/sources.list"
     APT_OPTS=(-o "Dir::State=$APT_DIR" -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache"
-        -o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null)
+        -o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null "${ARCH_OPTS[@]}")
     KERNEL_APT_UPDATED=0
     kernel_apt_update() {
         [ "$KERNEL_APT_UPDATED" -eq 0 ] || return 0
@@ -105,22 +127,37 @@ else
     }
     DL="$CACHE_DIR/debs"
     mkdir -p "$DL"
-    deb=$(find "$DL" -maxdepth 1 -name "${PKG}_*.deb" | sort -V | tail -n1)
-    if [ -z "$deb" ]; then
-        log "apt-get download $PKG"
-        # apt-get download writes to the cwd; _apt needs to be able to write
-        # there when running as root, so download in a temp dir we chmod.
-        tmpd=$(mktemp -d "$DL/.dl.XXXXXX")
-        chmod 0777 "$tmpd"
-        if ! (cd "$tmpd" && apt-get "${APT_OPTS[@]}" download "$PKG" >&2); then
-            kernel_apt_update
-            (cd "$tmpd" && apt-get "${APT_OPTS[@]}" download "$PKG" >&2) \
-                || { rm -rf "$tmpd"; die "apt-get download $PKG failed"; }
+    # download PACKAGE[=VERSION]: the path of its .deb in DL, downloaded once.
+    download() {
+        local name=${1%%=*} deb tmpd
+        deb=$(find "$DL" -maxdepth 1 -name "${name}_*.deb" | sort -V | tail -n1)
+        if [ -z "$deb" ]; then
+            log "apt-get download $1"
+            # apt-get download writes to the cwd; _apt needs to be able to write
+            # there when running as root, so download in a temp dir we chmod.
+            tmpd=$(mktemp -d "$DL/.dl.XXXXXX")
+            chmod 0777 "$tmpd"
+            if ! (cd "$tmpd" && apt-get "${APT_OPTS[@]}" download "$1" >&2); then
+                kernel_apt_update
+                (cd "$tmpd" && apt-get "${APT_OPTS[@]}" download "$1" >&2) \
+                    || { rm -rf "$tmpd"; die "apt-get download $1 failed"; }
+            fi
+            mv "$tmpd"/*.deb "$DL"/
+            rm -rf "$tmpd"
+            deb=$(find "$DL" -maxdepth 1 -name "${name}_*.deb" | sort -V | tail -n1)
         fi
-        mv "$tmpd"/*.deb "$DL"/
-        rm -rf "$tmpd"
-        deb=$(find "$DL" -maxdepth 1 -name "${PKG}_*.deb" | sort -V | tail -n1)
+        echo "$deb"
+    }
+    if [ "$ARCH" != amd64 ]; then
+        # bookworm's, like the host's: the newest build in the private lists.
+        version=$(apt-cache "${APT_OPTS[@]}" madison busybox-static | awk '$6 == "bookworm/main" { print $3; exit }')
+        [ -n "$version" ] || die "no $ARCH busybox-static in bookworm's lists ($APT_DIR)"
+        bb_deb=$(download "busybox-static=$version")
+        rm -rf "$CACHE_DIR/busybox-$ARCH"
+        dpkg-deb -x "$bb_deb" "$CACHE_DIR/busybox-$ARCH"
+        [ -x "$GUEST_BUSYBOX" ] || die "no bin/busybox in $bb_deb"
     fi
+    deb=$(download "$PKG")
     log "unpacking $(basename "$deb") into $KDIR"
     rm -rf "$KDIR"
     mkdir -p "$KDIR"
@@ -144,6 +181,8 @@ else
 fi
 
 cat > "$CACHE_DIR/kernel.env.tmp" <<ENV
+ARCH=$ARCH
+BUSYBOX=$GUEST_BUSYBOX
 KVER=$KVER
 KDIR=$KDIR
 VMLINUZ=$KDIR/boot/vmlinuz-$KVER
