@@ -42,6 +42,9 @@ struct ISFWriter {
     private let oneByteSignLost: Bool
     /// The kernel's version from its banner, for `char`'s sign where the BTF lost it.
     private let kernel: (major: Int, minor: Int)?
+    /// Whether the kernel is x86's (its `struct pt_regs` has `orig_ax`), the one architecture
+    /// whose `char` is signed; arm64's, like ppc64's, s390's and riscv's, is unsigned.
+    private let x86: Bool
 
     init(btf: BTF, kernel: (major: Int, minor: Int)? = nil) throws(BTFError) {
         self.btf = btf
@@ -50,6 +53,10 @@ struct ISFWriter {
         oneByteSignLost = btf.types.contains { type in
             guard type.kind == .int, type.sizeOrType == 1, case .integer(let encoding, _, _) = type.detail else { return false }
             return encoding & BTFType.signedEncoding == 0 && type.name == "signed char"
+        }
+        x86 = btf.types.contains { type in
+            guard type.kind == .structure, type.name == "pt_regs", case .members(let members) = type.detail else { return false }
+            return members.contains { $0.name == "orig_ax" }
         }
         let count = btf.types.count
         var userTaken: [String: UInt32] = [:]
@@ -211,14 +218,14 @@ struct ISFWriter {
 
     /// Whether a BTF integer is signed: BTF's bit, except where the BTF lost it for 1-byte
     /// integers (`oneByteSignLost`). There `signed char` is signed by its name, and `char` as
-    /// x86-64 kernels compile it (the only architecture tables are made for): signed before
-    /// Linux 6.2, which builds with -funsigned-char, as the tables made from DWARF say.
+    /// the kernel was compiled: on x86 signed before Linux 6.2, which builds with
+    /// -funsigned-char, elsewhere (arm64's Debian 5.10) unsigned, as tables made from DWARF say.
     private func isSigned(_ type: BTFType, encoding: UInt8) -> Bool {
         if encoding & BTFType.signedEncoding != 0 { return true }
         guard oneByteSignLost, type.sizeOrType == 1, encoding & BTFType.boolEncoding == 0 else { return false }
         let name = type.name
         if name == "signed char" { return true }
-        guard name == "char", let kernel else { return false }
+        guard name == "char", x86, let kernel else { return false }
         return (kernel.major, kernel.minor) < (6, 2)
     }
 

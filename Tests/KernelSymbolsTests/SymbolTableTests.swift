@@ -311,17 +311,21 @@ struct SymbolTableTests {
     }
 
     /// pahole before 1.22 wrote 1-byte integers without BTF's signed bit (Debian 5.10's BTF:
-    /// `signed char` unsigned): `signed char` is then signed by its name, and `char` as x86-64
-    /// kernels build it, signed before Linux 6.2 and unsigned since; where `signed char` kept
-    /// the bit (6.1, 6.12), the BTF says.
-    @Test func oneByteSignsLostByPaholeComeFromTheNameAndTheKernel() throws {
-        func signs(signedChar encoding: UInt8, kernel: (major: Int, minor: Int)?) throws -> [String: Bool] {
+    /// `signed char` unsigned): `signed char` is then signed by its name, and `char` as the
+    /// kernel builds it: on x86 (pt_regs has orig_ax) signed before Linux 6.2 and unsigned
+    /// since, on arm64 (Debian's arm64 5.10) unsigned; where `signed char` kept the bit (6.1,
+    /// 6.12), the BTF says.
+    @Test func oneByteSignsLostByPaholeComeFromTheNameTheKernelAndItsArchitecture() throws {
+        func signs(
+            signedChar encoding: UInt8, kernel: (major: Int, minor: Int)?, register: String = "orig_ax"
+        ) throws -> [String: Bool] {
             var b = BTFBuilder()
             b.int("char", size: 1)
             b.int("signed char", size: 1, encoding: encoding)
             b.int("unsigned char", size: 1)
             b.int("_Bool", size: 1, encoding: BTFType.boolEncoding)
-            b.int("long int", size: 8, encoding: BTFType.signedEncoding)
+            let long = b.int("long int", size: 8, encoding: BTFType.signedEncoding)
+            b.structure("pt_regs", size: 8, members: [(register, long, 0, 0)])
             let bases = try #require(try Self.sections(of: b, kernel: kernel)["base_types"])
             return bases.compactMapValues { $0["signed"] as? Bool }
         }
@@ -330,6 +334,8 @@ struct SymbolTableTests {
         #expect(lost["unsigned char"] == false && lost["_Bool"] == false && lost["long int"] == true)
         #expect(try signs(signedChar: 0, kernel: (6, 2))["char"] == false)
         #expect(try signs(signedChar: 0, kernel: nil)["char"] == false)
+        let arm64 = try signs(signedChar: 0, kernel: (5, 10), register: "pstate")
+        #expect(arm64["char"] == false && arm64["signed char"] == true)
         let kept = try signs(signedChar: BTFType.signedEncoding, kernel: (5, 10))
         #expect(kept["char"] == false && kept["signed char"] == true)
     }

@@ -48,22 +48,34 @@ uptime_cs() { # uptime in centiseconds
     echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'
 }
 
+load_modules() {
+    while read -r kind mod; do
+        [ -n "$mod" ] || continue
+        if ! out=$(insmod "/lib/modules/$(uname -r)/$mod" 2>&1); then
+            case "$out" in *"File exists"*) continue ;; esac
+            if [ "$kind" = hard ]; then
+                fail "insmod $mod: $out"
+            else
+                log "optional module $mod not loaded: $out"
+            fi
+        fi
+    done < /lib/modules/load.list
+}
+
+# The signal port's driver may be a module (arm64 5.10's virtio_console): then the modules
+# come first, and a failure among them shows on the console only.
+modules_loaded=0
+if [ ! -c "$SIG" ]; then
+    load_modules
+    modules_loaded=1
+    i=0
+    while [ ! -c "$SIG" ] && [ $i -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
+fi
 [ -c "$SIG" ] || fail "no signal port $SIG"
 stty -F "$SIG" raw -echo 115200 2>/dev/null
 signal "BOOTED $(uname -r)"
 log "kernel $(uname -r), cmdline: $(cat /proc/cmdline)"
-
-while read -r kind mod; do
-    [ -n "$mod" ] || continue
-    if ! out=$(insmod "/lib/modules/$(uname -r)/$mod" 2>&1); then
-        case "$out" in *"File exists"*) continue ;; esac
-        if [ "$kind" = hard ]; then
-            fail "insmod $mod: $out"
-        else
-            log "optional module $mod not loaded: $out"
-        fi
-    fi
-done < /lib/modules/load.list
+[ "$modules_loaded" = 1 ] || load_modules
 
 i=0
 while [ ! -b /dev/vda ]; do

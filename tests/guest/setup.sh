@@ -9,9 +9,9 @@
 #     choice in CACHE_DIR/kernel.env.
 #
 # SERIES (or AVML_GUEST_KERNEL) picks the kernel generation, as responders meet them:
-# 5.10 (Debian 11), 6.1 (Debian 12, the default) or 6.12 (Debian 13); 6.12-arm64 is
-# Debian 13's arm64 kernel, booted by qemu-system-aarch64 with an arm64 busybox (also
-# downloaded, from bookworm) in its initramfs. The exact build of
+# 5.10 (Debian 11), 6.1 (Debian 12, the default) or 6.12 (Debian 13); 6.12-arm64 and
+# 5.10-arm64 are Debian 13's and 11's arm64 kernels, booted by qemu-system-aarch64 with an
+# arm64 busybox (also downloaded, from bookworm) in their initramfs. The exact build of
 # each is pinned in tests/guest/kernels; if Debian's archive no longer has it, this fails
 # and names the newest build of the series (no silent switch to another build).
 # The packages come from Debian's archive through apt sources of the project's own
@@ -21,14 +21,14 @@
 # decompressed once here, and modules.dep is made for the .ko files.
 #
 # Environment:
-#   AVML_GUEST_KERNEL      5.10 | 6.1 | 6.12 | 6.12-arm64 (default 6.1; the argument wins)
+#   AVML_GUEST_KERNEL      5.10 | 6.1 | 6.12 | 6.12-arm64 | 5.10-arm64 (default 6.1; the argument wins)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
 log() { echo "setup.sh: $*" >&2; }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $0 CACHE_DIR [5.10|6.1|6.12|6.12-arm64]"
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $0 CACHE_DIR [5.10|6.1|6.12|6.12-arm64|5.10-arm64]"
 CACHE_DIR=$1
 SERIES=${2:-${AVML_GUEST_KERNEL:-6.1}}
 mkdir -p "$CACHE_DIR"
@@ -177,6 +177,18 @@ else
     log "busybox depmod -b $KDIR $KVER"
     busybox depmod -b "$KDIR" "$KVER" || die "busybox depmod failed"
     [ -s "$KDIR/lib/modules/$KVER/modules.dep" ] || die "depmod produced no modules.dep"
+    # Debian's arm64 5.10 is built without KALLSYMS_ALL, so a table needs the System.map; the
+    # package's is a placeholder, the build's own is in the -dbg package (727 MB: downloaded,
+    # the map taken out, the rest deleted), whose map a host's responder would give avml.
+    if [ "$ARCH" != amd64 ] && ! grep -q '^CONFIG_KALLSYMS_ALL=y' "$KDIR/boot/config-$KVER"; then
+        dbg_deb=$(download "$PKG-dbg")
+        member=./usr/lib/debug/boot/System.map-$KVER
+        # tar stops after the one member, so dpkg-deb's pipe breaks: its status says nothing.
+        (set +o pipefail; dpkg-deb --fsys-tarfile "$dbg_deb" 2>/dev/null | tar -x -O --occurrence=1 "$member") \
+            > "$KDIR/boot/System.map-$KVER.dbg" || true
+        grep -q ' T _text$' "$KDIR/boot/System.map-$KVER.dbg" || die "no System.map-$KVER with _text in $dbg_deb"
+        rm -f "$dbg_deb"
+    fi
     touch "$KDIR/.complete"
 fi
 
@@ -188,6 +200,7 @@ KDIR=$KDIR
 VMLINUZ=$KDIR/boot/vmlinuz-$KVER
 KCONFIG=$KDIR/boot/config-$KVER
 MODDIR=$KDIR/lib/modules/$KVER
+SYSTEM_MAP=$([ -f "$KDIR/boot/System.map-$KVER.dbg" ] && echo "$KDIR/boot/System.map-$KVER.dbg")
 ENV
 mv "$CACHE_DIR/kernel.env.tmp" "$CACHE_DIR/kernel.env"
 log "ready: kernel $KVER ($CACHE_DIR/kernel.env)"

@@ -2,7 +2,8 @@
 # test_arm64.sh CACHE_DIR AVML_AARCH64 AVML_X86_64 [OUT]
 #
 # The static aarch64 binary (scripts/build-aarch64) in a real arm64 Debian kernel
-# (tests/guest/kernels' 6.12-arm64: qemu-system-aarch64, virt, TCG), checked like
+# (tests/guest/kernels' 6.12-arm64, or AVML_GUEST_KERNEL=5.10-arm64: qemu-system-aarch64,
+# virt, TCG; one CACHE_DIR per series), checked like
 # test_acquire.sh checks x86-64, against QEMU's own dump of the guest's RAM:
 #   - the default capture (no /dev/crash on arm64, so /proc/kcore) and --compress,
 #     `avml verify` of the compressed image inside the guest;
@@ -28,7 +29,9 @@ command -v qemu-aarch64-static >/dev/null || fail "qemu-aarch64-static not found
 file_machine=$(od -A n -t u2 -j 18 -N 2 "$AVML_ARM" | tr -d ' ')
 [ "$file_machine" = 183 ] || fail "$AVML_ARM is not an aarch64 ELF (e_machine $file_machine)"
 
-"$HERE/setup.sh" "$CACHE_DIR" 6.12-arm64
+series=${AVML_GUEST_KERNEL:-6.12-arm64}
+case "$series" in *-arm64) ;; *) fail "AVML_GUEST_KERNEL=$series is not an arm64 series" ;; esac
+"$HERE/setup.sh" "$CACHE_DIR" "$series"
 
 steps=$(mktemp)
 cat > "$steps" <<'STEPS'
@@ -39,7 +42,18 @@ avml acquire --compress auto.avml
 avml verify auto.avml
 avml acquire --source /dev/mem mem.lime
 STEPS
-AVML_GUEST_SMP=${AVML_GUEST_SMP:-2} "$HERE/run.sh" "$CACHE_DIR" "$AVML_ARM" "$OUT" "$steps"
+# shellcheck disable=SC1091
+. "$CACHE_DIR/kernel.env"
+# Debian's arm64 5.10 is built without KALLSYMS_ALL: /proc/kallsyms has no data symbols, and
+# the table needs the build's System.map (setup.sh took it from the -dbg package) in /boot,
+# where a responder would put it for `avml acquire`.
+extra=
+if ! grep -q '^CONFIG_KALLSYMS_ALL=y' "$KCONFIG"; then
+    [ -n "${SYSTEM_MAP:-}" ] || fail "$KVER lacks KALLSYMS_ALL and setup.sh gave no System.map"
+    extra="$SYSTEM_MAP:/boot/System.map-$KVER"
+fi
+AVML_GUEST_EXTRA_FILES="${AVML_GUEST_EXTRA_FILES:-} $extra" AVML_GUEST_SMP=${AVML_GUEST_SMP:-2} \
+    "$HERE/run.sh" "$CACHE_DIR" "$AVML_ARM" "$OUT" "$steps"
 rm -f "$steps"
 
 rc() { cat "$OUT/guest-run/steps/$(printf %03d "$1").rc"; }
