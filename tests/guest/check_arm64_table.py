@@ -11,8 +11,8 @@ table's but its symbol addresses and member offsets:
   - the KASLR offset in the manifest equals KERNELOFFSET in /proc/kcore's VMCOREINFO
     note (kcore-head: its first pages, copied in the guest);
   - the kernel's page tables start at swapper_pg_dir (table address + KERNELOFFSET,
-    less VMCOREINFO's kimage_voffset); every read goes through them (4 KiB granule,
-    48-bit or smaller VA as TCR_EL1_T1SZ says);
+    less VMCOREINFO's kimage_voffset); every read goes through them (VMCOREINFO's
+    PAGESIZE as the granule, 4 or 16 or 64 KiB; 48-bit or smaller VA as TCR_EL1_T1SZ says);
   - linux_banner in the image is the banner the manifest names;
   - init_task.tasks's ring (task_struct's tasks, pid, comm) holds every process listed
     in /proc both before and after the capture, with the same name;
@@ -78,25 +78,28 @@ def vmcoreinfo(path):
 
 
 class Kernel:
-    """Virtual reads through the kernel's page tables (4 KiB granule, no LPA2)."""
+    """Virtual reads through the kernel's page tables (any granule, up to 48-bit VA, no LPA2)."""
 
-    def __init__(self, image, pgd, va_bits):
-        if not 25 <= va_bits <= 48:
-            raise SystemExit(f"check_arm64_table: a {va_bits}-bit VA is not handled (4 KiB granule, up to 48 bits)")
-        self.image, self.pgd, self.va_bits = image, pgd, va_bits
-        self.levels = (va_bits - 12 + 8) // 9
+    def __init__(self, image, pgd, va_bits, page_size):
+        self.page_shift = page_size.bit_length() - 1
+        if page_size not in (4096, 16384, 65536) or not 25 <= va_bits <= 48:
+            raise SystemExit(f"check_arm64_table: a {va_bits}-bit VA with {page_size}-byte pages is not handled")
+        self.image, self.pgd, self.page_size = image, pgd, page_size
+        self.index_bits = self.page_shift - 3  # 8-byte descriptors fill a page
+        self.levels = -(-(va_bits - self.page_shift) // self.index_bits)
 
     def translate(self, virtual):
         table = self.pgd
         for level in range(4 - self.levels, 4):
-            shift = 12 + 9 * (3 - level)
-            entry = self.image.read(table + ((virtual >> shift) & 0x1FF) * 8, 8)
+            shift = self.page_shift + self.index_bits * (3 - level)
+            index = (virtual >> shift) & ((1 << self.index_bits) - 1)
+            entry = self.image.read(table + index * 8, 8)
             if entry is None:
                 raise LookupError(f"page table at {table:#x} not in the image")
             descriptor, = struct.unpack("<Q", entry)
             if descriptor & 1 == 0:
                 raise LookupError(f"{virtual:#x} is not mapped (level {level})")
-            address = descriptor & 0x0000_FFFF_FFFF_F000
+            address = descriptor & 0x0000_FFFF_FFFF_FFFF & ~(self.page_size - 1)
             if level == 3 or descriptor & 2 == 0:  # a page, or a block
                 size = 1 << shift
                 return (address & ~(size - 1)) | (virtual & (size - 1))
@@ -106,7 +109,7 @@ class Kernel:
     def read(self, virtual, count):
         out = b""
         while count > 0:
-            chunk = min(count, 4096 - virtual % 4096)
+            chunk = min(count, self.page_size - virtual % self.page_size)
             data = self.image.read(self.translate(virtual), chunk)
             if data is None:
                 raise LookupError(f"{virtual:#x} is mapped to memory the image does not hold")
@@ -154,7 +157,9 @@ def main():
 
     voffset = int(info["NUMBER(kimage_voffset)"], 0)
     va_bits = 64 - int(info["NUMBER(TCR_EL1_T1SZ)"], 0)
-    kernel = Kernel(Image(args.image), address("swapper_pg_dir") - voffset, va_bits)
+    page_size = int(info["PAGESIZE"])
+    kernel = Kernel(Image(args.image), address("swapper_pg_dir") - voffset, va_bits, page_size)
+    print(f"check_arm64_table: {va_bits}-bit kernel VA, {page_size}-byte pages, {kernel.levels} levels of page tables")
 
     banner = kernel.read(address("linux_banner"), len(manifest["banner"]))
     check(banner.decode(errors="replace") == manifest["banner"], f"linux_banner reads {banner[:40]!r}...")

@@ -10,8 +10,9 @@
 #
 # SERIES (or AVML_GUEST_KERNEL) picks the kernel generation, as responders meet them:
 # 5.10 (Debian 11), 6.1 (Debian 12, the default) or 6.12 (Debian 13); 6.12-arm64 and
-# 5.10-arm64 are Debian 13's and 11's arm64 kernels, booted by qemu-system-aarch64 with an
-# arm64 busybox (also downloaded, from bookworm) in their initramfs. The exact build of
+# 5.10-arm64 are Debian 13's and 11's arm64 kernels, 6.12-arm64-16k Debian 13's with 16 KiB
+# pages, booted by qemu-system-aarch64 with an arm64 busybox (also downloaded, from bookworm)
+# in their initramfs. The exact build of
 # each is pinned in tests/guest/kernels; if Debian's archive no longer has it, this fails
 # and names the newest build of the series (no silent switch to another build).
 # The packages come from Debian's archive through apt sources of the project's own
@@ -21,14 +22,14 @@
 # decompressed once here, and modules.dep is made for the .ko files.
 #
 # Environment:
-#   AVML_GUEST_KERNEL      5.10 | 6.1 | 6.12 | 6.12-arm64 | 5.10-arm64 (default 6.1; the argument wins)
+#   AVML_GUEST_KERNEL      a series of tests/guest/kernels (default 6.1; the argument wins)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
 log() { echo "setup.sh: $*" >&2; }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $0 CACHE_DIR [5.10|6.1|6.12|6.12-arm64|5.10-arm64]"
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $0 CACHE_DIR [SERIES of $HERE/kernels]"
 CACHE_DIR=$1
 SERIES=${2:-${AVML_GUEST_KERNEL:-6.1}}
 mkdir -p "$CACHE_DIR"
@@ -50,11 +51,16 @@ apt_update_once() {
 }
 
 # --- host packages ---------------------------------------------------------
-# The guest's architecture: the pinned package's suffix (linux-image-...-amd64 or -arm64).
+# The guest's architecture: the pinned package's flavour (linux-image-...-amd64, -arm64 or
+# -arm64-16k, arm64 with 16 KiB pages).
 read -r _ PKG SUITE SERIES_REGEX < <(awk -v series="$SERIES" '$1 == series' "$HERE/kernels") \
     || die "no series $SERIES in $HERE/kernels (known: $(awk '!/^#/ && NF { printf "%s ", $1 }' "$HERE/kernels"))"
 KVER=${PKG#linux-image-}
-ARCH=${KVER##*-}
+case "$KVER" in
+    *-amd64) ARCH=amd64 ;;
+    *-arm64 | *-arm64-16k) ARCH=arm64 ;;
+    *) ARCH=${KVER##*-} ;;
+esac
 case "$ARCH" in
     amd64) QEMU_PACKAGE=qemu-system-x86 QEMU_BINARY=qemu-system-x86_64 ;;
     arm64) QEMU_PACKAGE=qemu-system-arm QEMU_BINARY=qemu-system-aarch64 ;;

@@ -2,8 +2,8 @@
 # test_arm64.sh CACHE_DIR AVML_AARCH64 AVML_X86_64 [OUT]
 #
 # The static aarch64 binary (scripts/build-aarch64) in a real arm64 Debian kernel
-# (tests/guest/kernels' 6.12-arm64, or AVML_GUEST_KERNEL=5.10-arm64: qemu-system-aarch64,
-# virt, TCG; one CACHE_DIR per series), checked like
+# (tests/guest/kernels' 6.12-arm64, or AVML_GUEST_KERNEL=5.10-arm64 or 6.12-arm64-16k (16 KiB
+# pages): qemu-system-aarch64, virt, TCG; one CACHE_DIR per series), checked like
 # test_acquire.sh checks x86-64, against QEMU's own dump of the guest's RAM:
 #   - the default capture (no /dev/crash on arm64, so /proc/kcore) and --compress,
 #     `avml verify` of the compressed image inside the guest;
@@ -30,7 +30,7 @@ file_machine=$(od -A n -t u2 -j 18 -N 2 "$AVML_ARM" | tr -d ' ')
 [ "$file_machine" = 183 ] || fail "$AVML_ARM is not an aarch64 ELF (e_machine $file_machine)"
 
 series=${AVML_GUEST_KERNEL:-6.12-arm64}
-case "$series" in *-arm64) ;; *) fail "AVML_GUEST_KERNEL=$series is not an arm64 series" ;; esac
+case "$series" in *-arm64 | *-arm64-16k) ;; *) fail "AVML_GUEST_KERNEL=$series is not an arm64 series" ;; esac
 "$HERE/setup.sh" "$CACHE_DIR" "$series"
 
 steps=$(mktemp)
