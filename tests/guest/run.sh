@@ -33,8 +33,8 @@
 #   AVML_GUEST_MEM           guest RAM (default 512M)
 #   AVML_GUEST_SMP           vCPUs (default 1)
 #   AVML_GUEST_DISK_SIZE     data disk size (default 3G, sparse)
-#   AVML_GUEST_ACCEL         tcg | kvm (default: kvm only if kvm_intel/kvm_amd
-#                            is loaded and /dev/kvm is usable, else tcg)
+#   AVML_GUEST_ACCEL         tcg | kvm (default: kvm only for an amd64 kernel, if kvm_intel/
+#                            kvm_amd is loaded and /dev/kvm is usable, else tcg)
 #   AVML_GUEST_APPEND        extra kernel command-line arguments
 #   AVML_GUEST_EXTRA_FILES   "HOSTPATH:GUESTPATH ..." files to add to the initramfs
 #   AVML_GUEST_MODULES       more kernel modules to load at boot (names, with their dependencies)
@@ -232,7 +232,8 @@ mke2fs -q -t ext4 -F -L avmldata -E lazy_itable_init=0,lazy_journal_init=0 "$DIS
 ACCEL=${AVML_GUEST_ACCEL:-}
 if [ -z "$ACCEL" ]; then
     ACCEL=tcg
-    if { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; } && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+    if [ "$ARCH" = amd64 ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; } \
+        && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
         ACCEL=kvm
     fi
 fi
@@ -249,7 +250,7 @@ if [ "$ARCH" = amd64 ]; then
     CONSOLE=ttyS0
     MACHINE=(-machine pc -serial "file:$OUT_DIR/logs/console.log" -serial "file:$OUT_DIR/logs/signal.log")
 else
-    # virt has one UART: the signal port is a virtio console (hvc0, built into Debian's kernel).
+    # virt has one UART: the signal port is a virtio console (hvc0).
     CONSOLE=ttyAMA0
     MACHINE=(-machine virt -serial "file:$OUT_DIR/logs/console.log"
         -device virtio-serial-pci -chardev "file,id=signal,path=$OUT_DIR/logs/signal.log"
