@@ -13,13 +13,15 @@ table's but its symbol addresses and member offsets:
   - the kernel's page tables start at swapper_pg_dir (table address + KERNELOFFSET,
     less VMCOREINFO's kimage_voffset); every read goes through them (VMCOREINFO's
     PAGESIZE as the granule, 4 or 16 or 64 KiB; 48-bit or smaller VA as TCR_EL1_T1SZ says);
-  - linux_banner in the image is the banner the manifest names;
+  - linux_banner in the image is the banner the manifest names, and the one the table's
+    constant_data for it holds (what Volatility matches a table to an image by);
   - init_task.tasks's ring (task_struct's tasks, pid, comm) holds every process listed
     in /proc both before and after the capture, with the same name;
   - the `modules` list (module's list, name) holds exactly /proc/modules' names.
 Exit status: 0 all checks passed, 1 a check failed, 2 bad input.
 """
 import argparse
+import base64
 import gzip
 import json
 import re
@@ -162,7 +164,9 @@ def main():
     print(f"check_arm64_table: {va_bits}-bit kernel VA, {page_size}-byte pages, {kernel.levels} levels of page tables")
 
     banner = kernel.read(address("linux_banner"), len(manifest["banner"]))
-    check(banner.decode(errors="replace") == manifest["banner"], f"linux_banner reads {banner[:40]!r}...")
+    constant = base64.b64decode(table["symbols"]["linux_banner"].get("constant_data", ""))
+    check(banner.decode(errors="replace") == manifest["banner"] and constant.startswith(banner),
+          f"linux_banner reads {banner[:40]!r}..., as the table's constant_data says")
 
     tasks, pid, comm = member("task_struct", "tasks"), member("task_struct", "pid"), member("task_struct", "comm")
     walked, head = {}, address("init_task") + tasks

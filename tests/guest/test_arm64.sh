@@ -16,7 +16,8 @@
 #     guest's compressed image with its manifest: the formats agree across both.
 # Volatility 3 2.28.2, the newest, has no AArch64 layer, so no Linux plugin can read an
 # arm64 image yet: check_arm64_table.py walks the image with the table written beside it
-# (banner, KASLR offset, the task list against /proc, the module list against /proc/modules).
+# (banner, KASLR offset, the task list against /proc, the module list against /proc/modules),
+# and Volatility's banners.Banners (a scan) must find the table's banner.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -92,4 +93,8 @@ rm -f "$OUT/x86-back.lime" "$OUT/auto-from-avml.lime"
 python3 "$HERE/check_arm64_table.py" --image "$OUT/auto.lime" --table "$OUT/auto.lime.isf.json.gz" \
     --manifest "$OUT/auto.lime.json" --kcore-head "$OUT/kcore-head" --stat-before "$OUT/stat-before.txt" \
     --stat-after "$OUT/stat-after.txt" --modules "$OUT/modules.txt" || fail "the symbol table does not read the image"
+# The one Volatility 3 plugin that needs no address layer finds the banner the table names.
+banner=$(manifest_field "$OUT/auto.lime.json" symbols banner)
+timeout 600 vol -q -f "$OUT/auto.lime" banners.Banners | grep -F "$banner" >/dev/null \
+    || fail "Volatility's banners.Banners does not find the table's banner in auto.lime"
 echo "test_arm64: the aarch64 binary captured the arm64 guest (kernel image equal to QEMU's dump), compressed, verified; its table reads the task and module lists; its convert, verify and info agree with the x86-64 binary's; output in $OUT"
