@@ -17,11 +17,23 @@ struct AddressSource {
 extension KernelSymbols {
     /// The required symbols `list` lacks.
     static func missingSymbols(in list: SymbolList) -> [String] {
-        var missing = requiredSymbols.filter { list.symbol(named: $0) == nil }
-        if !pageTableSymbols.contains(where: { list.symbol(named: $0) != nil }) {
+        missingSymbols { list.symbol(named: $0) != nil }
+    }
+
+    /// The required symbols not `listed`.
+    static func missingSymbols(listed: (String) -> Bool) -> [String] {
+        var missing = requiredSymbols.filter { !listed($0) }
+        if !pageTableSymbols.contains(where: listed) {
             missing.append(pageTableSymbols.joined(separator: " or "))
         }
         return missing
+    }
+
+    /// Whether a symbol list lacking `missing` lists functions only (CONFIG_KALLSYMS_ALL off):
+    /// it has none of the required symbols, all data. Not "no data symbol at all": arm64's
+    /// 5.10 kallsyms lists `_etext` as data even so.
+    static func functionsOnly(missing: [String]) -> Bool {
+        requiredSymbols.allSatisfy(missing.contains)
     }
 
     /// kallsyms when it can serve, else a System.map that agrees with the running kernel.
@@ -45,7 +57,7 @@ extension KernelSymbols {
                         result.list = list
                         result.isKallsyms = true
                     } else {
-                        kallsymsProblem = .lacks(missing, functionsOnly: !list.hasKernelDataSymbols)
+                        kallsymsProblem = .lacks(missing, functionsOnly: functionsOnly(missing: missing))
                     }
                 }
             } catch let error {

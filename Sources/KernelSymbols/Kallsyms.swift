@@ -140,13 +140,6 @@ public struct SymbolList: Sendable, RandomAccessCollection {
         }
     }
 
-    /// Whether the kernel's own symbols include data (nm's D, B, R, G, S, either case): without
-    /// CONFIG_KALLSYMS_ALL, kallsyms lists functions only (modules list their data regardless).
-    var hasKernelDataSymbols: Bool {
-        let data = Set("DdBbRrGgSs".utf8)
-        return types.contains { data.contains($0) }
-    }
-
     /// Whether kptr_restrict (or a reader without CAP_SYSLOG) hid every address.
     public var addressesHidden: Bool {
         (!addresses.isEmpty || moduleSymbolCount > 0) && !anyAddressShown

@@ -6,7 +6,9 @@
 # pages): qemu-system-aarch64, virt, TCG; one CACHE_DIR per series), checked like
 # test_acquire.sh checks x86-64, against QEMU's own dump of the guest's RAM:
 #   - the default capture (no /dev/crash on arm64, so /proc/kcore) and --compress,
-#     `avml verify` of the compressed image inside the guest;
+#     `avml verify` of the compressed image inside the guest, `avml check` naming the
+#     source the capture read, and without a System.map saying whether kallsyms alone
+#     can give the table (not on 5.10, built without KALLSYMS_ALL);
 #   - --source /dev/mem refused (STRICT_DEVMEM), named, no image left behind;
 #   - every compressed record readable by Volatility 3's walk (check_records.py);
 #   - the kernel image byte-equal to the truth: on arm64 /proc/iomem's "Kernel code"
@@ -42,6 +44,8 @@ cat /proc/[0-9]*/stat > stat-after.txt 2>/dev/null; cat /proc/modules > modules.
 avml acquire --compress auto.avml
 avml verify auto.avml
 avml acquire --source /dev/mem mem.lime
+avml check checked.lime
+mv "/boot/System.map-$(uname -r)" /tmp/ 2>/dev/null; avml check without-map.lime
 STEPS
 # shellcheck disable=SC1091
 . "$CACHE_DIR/kernel.env"
@@ -49,7 +53,9 @@ STEPS
 # the table needs the build's System.map (setup.sh took it from the -dbg package) in /boot,
 # where a responder would put it for `avml acquire`.
 extra=
+kallsyms_all=1
 if ! grep -q '^CONFIG_KALLSYMS_ALL=y' "$KCONFIG"; then
+    kallsyms_all=0
     [ -n "${SYSTEM_MAP:-}" ] || fail "$KVER lacks KALLSYMS_ALL and setup.sh gave no System.map"
     extra="$SYSTEM_MAP:/boot/System.map-$KVER"
 fi
@@ -59,11 +65,24 @@ rm -f "$steps"
 
 rc() { cat "$OUT/guest-run/steps/$(printf %03d "$1").rc"; }
 stderr() { cat "$OUT/guest-run/steps/$(printf %03d "$1").stderr"; }
-for step in 1 2 3 4 5; do
+for step in 1 2 3 4 5 7 8; do
     [ "$(rc $step)" = 0 ] || fail "step $step exited $(rc $step): $(stderr $step)"
 done
 manifest_field() { python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(m[sys.argv[2]][sys.argv[3]])' "$@"; }
 [ "$(manifest_field "$OUT/auto.lime.json" host machine)" = aarch64 ] || fail "the manifest does not say aarch64"
+checked=$(sed -n 's/^avml check: acquire would read //p' "$OUT/guest-run/steps/007.stdout")
+read_from=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["source"])' "$OUT/auto.lime.json")
+[ -n "$checked" ] && [ "$checked" = "$read_from" ] \
+    || fail "avml check said '$checked', the capture read '$read_from': $(cat "$OUT/guest-run/steps/007.stdout")"
+# Without the System.map, check must say what acquire would find: a table from kallsyms only
+# where it lists data symbols (KALLSYMS_ALL).
+if [ "$kallsyms_all" = 1 ]; then
+    grep -q "^symbol table: yes: .*addresses from /proc/kallsyms" "$OUT/guest-run/steps/008.stdout" \
+        || fail "avml check without a System.map: $(grep '^symbol table' "$OUT/guest-run/steps/008.stdout")"
+else
+    grep -q "^symbol table: no: /proc/kallsyms lacks init_task.*CONFIG_KALLSYMS_ALL is off" "$OUT/guest-run/steps/008.stdout" \
+        || fail "avml check without a System.map: $(grep '^symbol table' "$OUT/guest-run/steps/008.stdout")"
+fi
 [ "$(rc 6)" = 1 ] || fail "--source /dev/mem should fail under STRICT_DEVMEM, exited $(rc 6)"
 stderr 6 | grep -q "STRICT_DEVMEM" || fail "the /dev/mem error does not name STRICT_DEVMEM: $(stderr 6)"
 [ ! -e "$OUT/mem.lime" ] || fail "a failed capture left mem.lime behind"
