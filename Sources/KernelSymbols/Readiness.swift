@@ -106,6 +106,8 @@ extension SymbolSources {
 /// in `\t[module]`, which are not the kernel's) fed in pieces of any size.
 struct SymbolNameScanner {
     private let wanted: Set<[UInt8]>
+    /// Longer names are not kept: most lines then cost no hashing.
+    private let longest: Int
     private(set) var found: Set<[UInt8]> = []
     /// Spaces seen on this line: the name follows the second.
     private var spaces = 0
@@ -114,14 +116,15 @@ struct SymbolNameScanner {
 
     init(wanted: [String]) {
         self.wanted = Set(wanted.map { Array($0.utf8) })
-        name.reserveCapacity(128)
+        longest = wanted.map(\.utf8.count).max() ?? 0
+        name.reserveCapacity(longest + 1)
     }
 
     mutating func scan(_ bytes: UnsafeRawBufferPointer) {
         for byte in bytes {
             switch byte {
             case 0x0a:
-                if !inModule && wanted.contains(name) { found.insert(name) }
+                if !inModule && name.count <= longest && wanted.contains(name) { found.insert(name) }
                 spaces = 0
                 name.removeAll(keepingCapacity: true)
                 inModule = false
@@ -130,7 +133,7 @@ struct SymbolNameScanner {
             case 0x20 where spaces < 2:
                 spaces += 1
             default:
-                if spaces == 2 && !inModule && name.count < 128 { name.append(byte) }
+                if spaces == 2 && name.count <= longest { name.append(byte) }
             }
         }
     }
