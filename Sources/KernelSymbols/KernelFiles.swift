@@ -28,18 +28,22 @@ extension KernelSymbols {
 }
 
 extension KernelSymbols {
+    /// `path` opened to read, or why not (the errno).
+    static func openForReading(_ path: String) throws(SymbolTableError) -> FileDescriptor {
+        do {
+            return try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        } catch {
+            throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
+        }
+    }
+
     /// kallsyms or a System.map, parsed as it is read, 256 KiB at a time: its text (megabytes)
     /// is never whole in memory, since on the examined host every page filled overwrites evidence.
     ///
     /// - Returns: the symbols and the SHA-256 of the file as read.
     /// - Throws: `SymbolTableError`: `.unreadable`, `.tooLarge`, or `.badSymbolFile` naming the line.
     static func readSymbolFile(_ path: String, limit: Int) throws(SymbolTableError) -> (list: SymbolList, sha256: String) {
-        let descriptor: FileDescriptor
-        do {
-            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
-        } catch {
-            throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
-        }
+        let descriptor = try openForReading(path)
         defer { try? descriptor.close() }
         var hash = SHA256()
         var list = SymbolList()

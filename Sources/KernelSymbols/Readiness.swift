@@ -68,12 +68,7 @@ extension SymbolSources {
     /// kernel itself, read through in 64 KiB pieces: they come after the functions, megabytes
     /// in (reading all of a Debian 6.1 host's takes about 60 ms).
     static func requiredSymbolsListed(in path: String) throws(SymbolTableError) -> Set<String> {
-        let descriptor: FileDescriptor
-        do {
-            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
-        } catch {
-            throw SymbolTableError(.unreadable(path: path, errno: error as? Errno ?? .ioError))
-        }
+        let descriptor = try KernelSymbols.openForReading(path)
         defer { try? descriptor.close() }
         var scanner = SymbolNameScanner(wanted: KernelSymbols.requiredSymbols + KernelSymbols.pageTableSymbols)
         var read = 0
